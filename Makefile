@@ -1,0 +1,47 @@
+# outspool: the two commands a newcomer needs are `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: demo test lint typecheck bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[postgres,web]' --group test
+	touch $(STAMP)
+
+## demo: install, run a sample program that prints to both streams with a progress bar, show what was stored
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+## test: the whole suite (lint, types, then pytest on real SQLite files, real PostgreSQL and real subprocesses)
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy src tests
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src tests
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q --group bench
+	touch $(BENCH_STAMP)
+
+## bench: the full benchmark suite (minutes); writes bench/results/
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench --full
+
+## bench-quick: the same scenarios at small sizes (under a minute)
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,92 @@
+"""The flush policy of the design document, fixed: pure, with the clock injected.
+
+An :class:`OutputBuffer` holds one execution's output that has not been committed
+yet, as arrival-ordered segments of either stream. It is *due* for a flush when
+it holds more than ``max_buffer_size`` bytes or ``max_buffer_lines`` lines, or
+when its oldest byte has waited ``flush_interval`` seconds. When the writer is
+idle it does not wait that long: anything pending becomes due after
+``idle_flush_delay`` (a few milliseconds of batching).
+
+Unlike the sketch, :meth:`take` hands over the pending segments and starts a new
+list in one step, so output arriving while a flush is in flight is kept for the
+next flush instead of being cleared with the old one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from outspool.models import Stream
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPolicy:
+    """When a buffer must be handed to the writer."""
+
+    flush_interval: float = 1.0
+    max_buffer_size: int = 10 * 1024
+    max_buffer_lines: int = 100
+    idle_flush_delay: float = 0.005
+
+
+class OutputBuffer:
+    """Pending output of one execution: ``(stream, bytearray)`` segments in arrival order."""
+
+    __slots__ = ("_lines", "_policy", "_segments", "_size", "first_pending_at")
+
+    def __init__(self, policy: FlushPolicy) -> None:
+        self._policy = policy
+        self._segments: list[tuple[Stream, bytearray]] = []
+        self._size = 0
+        self._lines = 0
+        self.first_pending_at: float | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes pending."""
+        return self._size
+
+    @property
+    def lines(self) -> int:
+        """Newlines pending."""
+        return self._lines
+
+    def append(self, stream: Stream, data: bytes, now: float) -> None:
+        """Add bytes read from ``stream``; consecutive pieces of one stream are merged."""
+        if not data:
+            return
+        if self._segments and self._segments[-1][0] is stream:
+            self._segments[-1][1].extend(data)
+        else:
+            self._segments.append((stream, bytearray(data)))
+        self._size += len(data)
+        self._lines += data.count(b"\n")
+        if self.first_pending_at is None:
+            self.first_pending_at = now
+
+    def deadline(self, writer_idle: bool = True) -> float | None:
+        """When the pending output becomes due by time alone (None if empty)."""
+        if self.first_pending_at is None:
+            return None
+        wait = self._policy.flush_interval
+        if writer_idle:
+            wait = min(wait, self._policy.idle_flush_delay)
+        return self.first_pending_at + wait
+
+    def due(self, now: float, writer_idle: bool = True) -> bool:
+        """True when this buffer should be flushed now."""
+        if self.first_pending_at is None:
+            return False
+        if self._size > self._policy.max_buffer_size or self._lines > self._policy.max_buffer_lines:
+            return True
+        deadline = self.deadline(writer_idle)
+        return deadline is not None and now >= deadline
+
+    def take(self) -> list[tuple[Stream, bytes]]:
+        """Hand over everything pending and start empty (atomic under the caller's lock)."""
+        segments = [(stream, bytes(data)) for stream, data in self._segments]
+        self._segments = []
+        self._size = 0
+        self._lines = 0
+        self.first_pending_at = None
+        return segments

@@ -1,0 +1,202 @@
+"""Reading a program's pipes into its sink, until it ends.
+
+One loop per execution waits on the program's stdout and stderr (or its pty),
+on its exit (a pidfd) and on a wake-up pipe for cancellation. Each read goes to
+the sink whole and unchanged (bytes, never decoded), in the order the reads
+happened, and optionally to an echo fd (``outspool run`` shows output live).
+
+The program's end is decided here, not by the pipes closing: once the main
+process has exited, output is drained for ``drain_grace`` seconds, then the
+process group is killed so a background grandchild holding the pipe open cannot
+hang the execution. A timeout or a cancellation stops the group with SIGTERM,
+then SIGKILL after ``kill_grace``, while output keeps being read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from outspool.models import Outcome, Status, Stream
+from outspool.process import Child, is_eof_error
+from outspool.writer import Sink
+
+
+@dataclass
+class StopRequest:
+    """Why the capture was asked to stop the program."""
+
+    status: Status
+    reason: str
+    at: float = field(default_factory=time.monotonic)
+
+
+class Capture:
+    """Drives one child's output into one sink. ``run()`` blocks until the program ends."""
+
+    def __init__(
+        self,
+        child: Child,
+        sink: Sink,
+        *,
+        read_size: int = 1 << 20,
+        timeout: float | None = None,
+        kill_grace: float = 5.0,
+        drain_grace: float = 2.0,
+        echo: dict[Stream, int] | None = None,
+    ) -> None:
+        self.child = child
+        self.sink = sink
+        self._read_size = read_size
+        self._timeout = timeout
+        self._kill_grace = kill_grace
+        self._drain_grace = drain_grace
+        self._echo = dict(echo or {})
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._stop: StopRequest | None = None
+        self._lock = threading.Lock()
+        self._killed = False
+
+    def request_stop(self, status: Status, reason: str, force: bool = False) -> None:
+        """Stop the program (SIGTERM, grace, SIGKILL); the first request names the outcome.
+
+        ``force`` (or a second request with it) sends SIGKILL without waiting.
+        """
+        with self._lock:
+            if self._stop is None:
+                self._stop = StopRequest(status, reason)
+            if force:
+                self._kill_grace = 0.0
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def run(self) -> Outcome:
+        """Capture until the program has ended and its output is drained; the outcome."""
+        started = time.monotonic()
+        sel = selectors.DefaultSelector()
+        try:
+            for fd in self.child.fds:
+                sel.register(fd, selectors.EVENT_READ, "out")
+            if self.child.pidfd is not None:
+                sel.register(self.child.pidfd, selectors.EVENT_READ, "exit")
+            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            self._loop(sel, started)
+        finally:
+            sel.close()
+            self._end_group()
+            self.child.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return self._outcome()
+
+    # --- the loop -------------------------------------------------------------------
+
+    def _loop(self, sel: selectors.BaseSelector, started: float) -> None:
+        exited_at: float | None = None
+        stop_sent: float | None = None
+        while True:
+            now = time.monotonic()
+            if (
+                exited_at is None
+                and self.child.pidfd is None
+                and self.child.proc.poll() is not None
+            ):
+                exited_at = now
+            if exited_at is not None and (
+                not self.child.fds or now >= exited_at + self._drain_grace
+            ):
+                return  # done; past the grace a grandchild holds the pipes: stop waiting
+            stop_sent = self._enforce(now, started, stop_sent)
+            for key, _ in sel.select(self._next_wakeup(now, started, exited_at, stop_sent)):
+                if key.data == "out":
+                    self._read(sel, key.fd)
+                elif key.data == "exit":
+                    exited_at = time.monotonic()
+                    sel.unregister(key.fd)
+                else:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+
+    def _next_wakeup(
+        self, now: float, started: float, exited_at: float | None, stop_sent: float | None
+    ) -> float | None:
+        times = []
+        if self.child.pidfd is None:
+            times.append(now + 0.05)  # no pidfd: look at the process now and then
+        if exited_at is not None:
+            times.append(exited_at + self._drain_grace)
+        if self._timeout is not None and self._stop is None:
+            times.append(started + self._timeout)
+        if stop_sent is not None:
+            times.append(stop_sent + self._kill_grace)
+        return max(0.0, min(times) - now) if times else None
+
+    def _enforce(self, now: float, started: float, stop_sent: float | None) -> float | None:
+        """Timeouts and stop requests: SIGTERM first, SIGKILL once the grace is over."""
+        if self._timeout is not None and self._stop is None and now >= started + self._timeout:
+            self.request_stop(Status.TIMED_OUT, f"timed out after {self._timeout:g} s")
+        if self._stop is None:
+            return stop_sent
+        if stop_sent is None:
+            self.child.signal_group(signal.SIGTERM)
+            return now
+        if now >= stop_sent + self._kill_grace and not self._killed:
+            self._killed = True
+            self.child.signal_group(signal.SIGKILL)
+        return stop_sent
+
+    def _read(self, sel: selectors.BaseSelector, fd: int) -> None:
+        stream = self.child.fds[fd]
+        try:
+            data = os.read(fd, self._read_size)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if not is_eof_error(exc):
+                raise
+            data = b""
+        if not data:
+            sel.unregister(fd)
+            os.close(fd)
+            del self.child.fds[fd]
+            return
+        self._show(stream, data)
+        self.sink.write(stream, data)
+
+    def _show(self, stream: Stream, data: bytes) -> None:
+        fd = self._echo.get(stream)
+        if fd is None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            del self._echo[stream]  # the terminal went away (e.g. `| head`): keep capturing
+
+    # --- the end ---------------------------------------------------------------------
+
+    def _end_group(self) -> None:
+        """No process of the group outlives its execution."""
+        self.child.signal_group(signal.SIGKILL)
+        self.child.proc.wait()
+
+    def _outcome(self) -> Outcome:
+        code = self.child.proc.returncode
+        stop = self._stop
+        sig = -code if code is not None and code < 0 else None
+        exit_code = None if sig is not None else code
+        if stop is not None:
+            return Outcome(stop.status, exit_code, sig, stop.reason)
+        if code == 0:
+            return Outcome(Status.SUCCEEDED, 0, None, None)
+        if sig is not None:
+            name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+            return Outcome(Status.FAILED, None, sig, f"killed by {name}")
+        return Outcome(Status.FAILED, exit_code, None, f"exited with code {exit_code}")

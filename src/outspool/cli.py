@@ -1,0 +1,289 @@
+"""The command line: parse, call the library, format. Nothing else lives here."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from outspool import __version__
+from outspool.client import Outspool, Running
+from outspool.errors import OutspoolError
+from outspool.models import Execution, Status, Stream
+from outspool.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+STREAMS = {"stdout": Stream.STDOUT, "stderr": Stream.STDERR, "all": None}
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        metavar="DB",
+        help="Database: a file path, sqlite:///path or postgresql://... "
+        "[default: $OUTSPOOL_DB, else a file in your data directory]",
+    )(func)
+
+
+@contextmanager
+def spool(db: str | None) -> Iterator[Outspool]:
+    with Outspool(db, Settings.load()) as opened:
+        yield opened
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="outspool")
+def cli() -> None:
+    """Capture every byte a program prints, watch it live, keep it in a database."""
+
+
+# --- run ---------------------------------------------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@db_option
+@click.option("--name", help="A name to find the execution by.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop the program (SIGTERM, then SIGKILL) after this long; exit 124.",
+)
+@click.option("--pty", is_flag=True, help="Run on a pseudo-terminal (stdout and stderr merge).")
+@click.option("--language", help="Run CODE with this language (python, bash, sh, ...).")
+@click.option("--code", help="The code to run with --language.")
+@click.option("--quiet", "-q", is_flag=True, help="Capture only; do not echo the output.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(
+    db: str | None,
+    name: str | None,
+    timeout: float | None,
+    pty: bool,
+    language: str | None,
+    code: str | None,
+    quiet: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND, show its output live and capture every byte of it.
+
+    \b
+    outspool run -- make test
+    outspool run --language python --code 'print(42)'
+
+    Exits with COMMAND's exit code (128+N if killed by signal N, 124 on timeout).
+    """
+    if bool(command) == bool(language):
+        raise click.UsageError("give a COMMAND after --, or --language with --code")
+    if language and code is None:
+        raise click.UsageError("--language needs --code")
+    with spool(db) as sp:
+        handle = sp.start(
+            command,
+            language=language,
+            code=code,
+            name=name,
+            timeout=timeout,
+            pty=pty,
+            echo=not quiet,
+            stdin=None,
+            on_created=lambda ex: click.echo(f"outspool: execution {ex.id}", err=True),
+        )
+        final = _wait_forwarding_signals(handle)
+    sys.exit(_exit_code(final))
+
+
+def _wait_forwarding_signals(handle: Running) -> Execution:
+    """Wait for the run; SIGINT/SIGTERM/SIGHUP stop the program (twice: at once)."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        reason = f"interrupted by {signal.Signals(signum).name}"
+        handle.cancel(reason, force=len(received) > 1)
+
+    previous = {
+        s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        while True:
+            try:
+                final = handle.wait(0.2)
+                break
+            except TimeoutError:
+                continue
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if received and final.status is Status.CANCELLED:
+        sys.exit(128 + received[0])
+    return final
+
+
+def _exit_code(ex: Execution) -> int:
+    if ex.status is Status.TIMED_OUT:
+        return EXIT_TIMEOUT
+    if ex.signal is not None:
+        return 128 + ex.signal
+    return ex.exit_code if ex.exit_code is not None else 1
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.argument("execution_id", metavar="ID")
+@click.option("--stream", type=click.Choice(list(STREAMS)), default="all", show_default=True)
+@click.option(
+    "--tail", "tail_lines", type=click.IntRange(min=0), metavar="N", help="Only the last N lines."
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until it ends.")
+@click.option("--raw", is_flag=True, help="Write the exact stored bytes (no UTF-8 decoding).")
+def logs(
+    db: str | None,
+    execution_id: str,
+    stream: str,
+    tail_lines: int | None,
+    follow: bool,
+    raw: bool,
+) -> None:
+    """Print the output of execution ID (a unique prefix is enough)."""
+    which = STREAMS[stream]
+    out = _Printer(raw)
+    with spool(db) as sp:
+        ex = sp.get(execution_id)
+        offset = 0
+        if tail_lines is not None:
+            last = sp.tail(ex.id, tail_lines, which)
+            out.write(last.data)
+            offset = last.next_offset
+        elif not follow:
+            for piece in sp.iter_output(ex.id, which):
+                out.write(piece)
+        if follow:
+            for _, piece in sp.follow(ex.id, which, offset):
+                out.write(piece)
+    out.close()
+
+
+class _Printer:
+    """Writes output bytes to stdout: exact with --raw, else decoded as UTF-8 with
+    replacement (a character split across two chunks is decoded whole)."""
+
+    def __init__(self, raw: bool) -> None:
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._out = sys.stdout.buffer
+
+    def write(self, data: bytes) -> None:
+        if not self._raw:
+            data = self._decoder.decode(data).encode("utf-8", "surrogateescape")
+        if data:
+            self._out.write(data)
+            self._out.flush()
+
+    def close(self) -> None:
+        if not self._raw:
+            self.write(self._decoder.decode(b"", final=True).encode())
+        self._out.flush()
+
+
+# --- show / ls ---------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.argument("execution_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def show(db: str | None, execution_id: str, as_json: bool) -> None:
+    """Show the record of execution ID: status, exit code, sizes, progress."""
+    with spool(db) as sp:
+        ex = sp.get(execution_id)
+    if as_json:
+        click.echo(json.dumps(ex.to_json(), indent=2))
+        return
+    for key, value in ex.to_json().items():
+        if value is not None and value != "":
+            shown = " ".join(value) if key == "command" else value
+            click.echo(f"{key + ':':<18}{shown}")
+
+
+@cli.command(name="ls")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="A JSON array.")
+@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=20, show_default=True)
+def ls(db: str | None, as_json: bool, status: str | None, limit: int) -> None:
+    """List executions, newest first."""
+    with spool(db) as sp:
+        found = sp.list(Status(status) if status else None, limit)
+    if as_json:
+        click.echo(json.dumps([ex.to_json() for ex in found], indent=2))
+        return
+    click.echo(
+        f"{'ID':<16}  {'STATUS':<9}  {'EXIT':>4}  {'STARTED':<19}  {'OUTPUT':>9}  "
+        f"{'PROGRESS':<16}  COMMAND"
+    )
+    for ex in found:
+        click.echo(_row(ex))
+
+
+def _row(ex: Execution) -> str:
+    code = "" if ex.exit_code is None else str(ex.exit_code)
+    if ex.signal is not None:
+        code = f"-{ex.signal}"
+    started = (ex.to_json()["started_at"] or "")[:19].replace("T", " ")
+    size = _human(ex.stdout_size + ex.stderr_size)
+    progress = (ex.progress or "")[:16]
+    what = ex.name or " ".join(ex.command)
+    return (
+        f"{ex.id:<16}  {ex.status.value:<9}  {code:>4}  {started:<19}  {size:>9}  "
+        f"{progress:<16}  {what[:60]}"
+    )
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: user mistakes get one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="outspool", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"outspool: {exc.format_message()}{hint}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.Abort:
+        sys.exit(130)
+    except OutspoolError as exc:
+        click.echo(f"outspool: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except BrokenPipeError:
+        sys.exit(0)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

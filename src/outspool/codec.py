@@ -1,0 +1,151 @@
+"""The chunk storage format: how a flushed piece of output becomes a row, and back.
+
+A chunk row holds one execution's output from one flush (split at
+``max_chunk_size``): the stdout bytes, the stderr bytes, and when both streams
+are present a *runs* map saying how they interleave, so that reading ``all``
+returns them in arrival order. The ``codec`` column names how the two blobs are
+encoded (``raw`` or ``zstd``); a chunk is compressed only when that makes it
+smaller. Readers decode any codec this version knows, so the default can change
+without rewriting stored output.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import zstandard
+
+from outspool.errors import StoreError
+from outspool.models import Chunk, Stream
+
+RAW = "raw"
+ZSTD = "zstd"
+CODECS = (RAW, ZSTD)
+_RUN = struct.Struct("<q")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRecord:
+    """A chunk row as stored: what every backend reads and writes."""
+
+    execution_id: str
+    chunk_index: int
+    stdout_offset: int
+    stdout_size: int
+    stderr_offset: int
+    stderr_size: int
+    codec: str
+    timestamp: float
+    runs: bytes | None
+    stdout: bytes | None
+    stderr: bytes | None
+
+
+class Encoder:
+    """Turns arrival-ordered segments into chunk records (one per writer thread)."""
+
+    def __init__(self, compression: str = ZSTD, level: int = 1) -> None:
+        self._zstd = zstandard.ZstdCompressor(level=level) if compression == ZSTD else None
+
+    def encode(
+        self,
+        execution_id: str,
+        chunk_index: int,
+        offsets: tuple[int, int],
+        segments: Sequence[tuple[Stream, bytes]],
+        timestamp: float,
+    ) -> ChunkRecord:
+        """Encode ``segments`` (non-empty) whose streams start at ``offsets``."""
+        out = b"".join(d for s, d in segments if s is Stream.STDOUT)
+        err = b"".join(d for s, d in segments if s is Stream.STDERR)
+        runs = _encode_runs(segments) if out and err else None
+        codec, out_blob, err_blob = RAW, out, err
+        if self._zstd is not None:
+            small_out = self._zstd.compress(out) if out else b""
+            small_err = self._zstd.compress(err) if err else b""
+            if len(small_out) + len(small_err) < len(out) + len(err):
+                codec, out_blob, err_blob = ZSTD, small_out, small_err
+        return ChunkRecord(
+            execution_id=execution_id,
+            chunk_index=chunk_index,
+            stdout_offset=offsets[0],
+            stdout_size=len(out),
+            stderr_offset=offsets[1],
+            stderr_size=len(err),
+            codec=codec,
+            timestamp=timestamp,
+            runs=runs,
+            stdout=out_blob if out else None,
+            stderr=err_blob if err else None,
+        )
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    found: zstandard.ZstdDecompressor | None = getattr(_local, "zstd", None)
+    if found is None:
+        found = _local.zstd = zstandard.ZstdDecompressor()
+    return found
+
+
+def decode(record: ChunkRecord) -> Chunk:
+    """The chunk's exact bytes, whatever its codec; a damaged chunk raises StoreError."""
+    out = _decode_blob(record, record.stdout, record.stdout_size)
+    err = _decode_blob(record, record.stderr, record.stderr_size)
+    if record.runs is not None:
+        runs = _decode_runs(record.runs)
+    elif out:
+        runs = ((Stream.STDOUT, len(out)),)
+    elif err:
+        runs = ((Stream.STDERR, len(err)),)
+    else:
+        runs = ()
+    return Chunk(
+        chunk_index=record.chunk_index,
+        stdout_offset=record.stdout_offset,
+        stderr_offset=record.stderr_offset,
+        stdout=out,
+        stderr=err,
+        runs=runs,
+        timestamp=record.timestamp,
+    )
+
+
+def _decode_blob(record: ChunkRecord, blob: bytes | None, size: int) -> bytes:
+    if not size:
+        return b""
+    if blob is None:
+        raise StoreError(f"chunk {record.chunk_index} of {record.execution_id} lost its data")
+    if record.codec == RAW:
+        data = bytes(blob)
+    elif record.codec == ZSTD:
+        try:
+            data = _decompressor().decompress(blob, max_output_size=size)
+        except zstandard.ZstdError as exc:
+            raise StoreError(
+                f"chunk {record.chunk_index} of {record.execution_id} is damaged: {exc}"
+            ) from None
+    else:
+        raise StoreError(
+            f"chunk {record.chunk_index} of {record.execution_id} uses codec "
+            f"{record.codec!r}, unknown to this version of outspool"
+        )
+    if len(data) != size:
+        raise StoreError(f"chunk {record.chunk_index} of {record.execution_id} has a wrong size")
+    return data
+
+
+def _encode_runs(segments: Sequence[tuple[Stream, bytes]]) -> bytes:
+    """Signed lengths: positive for stdout, negative for stderr."""
+    return b"".join(_RUN.pack(len(d) if s is Stream.STDOUT else -len(d)) for s, d in segments if d)
+
+
+def _decode_runs(blob: bytes) -> tuple[tuple[Stream, int], ...]:
+    return tuple(
+        (Stream.STDOUT, n) if n > 0 else (Stream.STDERR, -n) for (n,) in _RUN.iter_unpack(blob)
+    )

@@ -1,0 +1,204 @@
+"""Reading stored output: byte ranges, the tail, and following a running execution.
+
+Every reader works from chunk rows, so it reads only what it returns: a range
+starts at the chunk holding its first byte, a tail walks back from the last
+chunk, and a follower asks for chunks after the last one it saw. Stream
+``None`` means both streams in arrival order (``all``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from outspool.codec import decode
+from outspool.models import Chunk, Stream
+from outspool.store.base import Store
+
+_BATCH = 64  # chunks fetched per query
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A piece of a stream and where the next read should start."""
+
+    data: bytes
+    offset: int
+    next_offset: int
+    eof: bool  # True when fewer than ``limit`` bytes were stored past ``offset``
+
+
+def _start(chunk: Chunk, stream: Stream | None) -> int:
+    if stream is Stream.STDOUT:
+        return chunk.stdout_offset
+    if stream is Stream.STDERR:
+        return chunk.stderr_offset
+    return chunk.all_offset
+
+
+def read_range(
+    store: Store, execution_id: str, stream: Stream | None, offset: int = 0, limit: int = 1 << 20
+) -> Range:
+    """Up to ``limit`` bytes of a stream from byte ``offset``."""
+    first = store.chunk_containing(execution_id, stream, offset)
+    after = -1 if first is None else first - 1
+    out = bytearray()
+    pos = offset
+    while len(out) < limit:
+        records = store.chunks_after(execution_id, after, _BATCH)
+        if not records:
+            return Range(bytes(out), offset, pos, True)
+        for record in records:
+            after = record.chunk_index
+            chunk = decode(record)
+            data = chunk.data(stream)
+            start = _start(chunk, stream)
+            if start + len(data) <= pos:
+                continue
+            piece = data[pos - start : pos - start + (limit - len(out))]
+            out += piece
+            pos += len(piece)
+            if len(out) >= limit:
+                break
+    return Range(bytes(out), offset, pos, False)
+
+
+def read_all(store: Store, execution_id: str, stream: Stream | None) -> bytes:
+    """The whole stored output of a stream (mind the size)."""
+    out = bytearray()
+    for piece in iter_output(store, execution_id, stream):
+        out += piece
+    return bytes(out)
+
+
+def iter_output(
+    store: Store, execution_id: str, stream: Stream | None, after: int = -1
+) -> Iterator[bytes]:
+    """Stored output, chunk by chunk, without holding more than a batch in memory."""
+    while True:
+        records = store.chunks_after(execution_id, after, _BATCH)
+        if not records:
+            return
+        for record in records:
+            after = record.chunk_index
+            data = decode(record).data(stream)
+            if data:
+                yield data
+
+
+def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = None) -> Range:
+    """The last ``lines`` lines of a stream (a final line without newline counts).
+
+    ``next_offset`` is the end of what is stored, where a follower continues.
+    """
+    pieces: list[bytes] = []
+    newlines = 0
+    before = 1 << 62
+    end: int | None = None
+    while lines > 0:
+        records = store.chunks_before(execution_id, before, 8)
+        if not records:
+            break
+        for record in records:
+            before = record.chunk_index
+            chunk = decode(record)
+            data = chunk.data(stream)
+            if not data:
+                continue
+            if end is None:
+                end = _start(chunk, stream) + len(data)
+            newlines += data.count(b"\n") - (1 if not pieces and data.endswith(b"\n") else 0)
+            pieces.append(data)
+            if newlines >= lines:
+                break
+        if newlines >= lines:
+            break
+    if end is None:
+        size = _stored_size(store, execution_id, stream)
+        return Range(b"", size, size, True)
+    text = b"".join(reversed(pieces))
+    body = text[:-1] if text.endswith(b"\n") else text
+    cut = len(body)
+    for _ in range(lines):
+        cut = body.rfind(b"\n", 0, cut)
+        if cut < 0:
+            break
+    data = text if cut < 0 else text[cut + 1 :]
+    return Range(data, end - len(data), end, True)
+
+
+def _stored_size(store: Store, execution_id: str, stream: Stream | None) -> int:
+    ex = store.get(execution_id)
+    if stream is Stream.STDOUT:
+        return ex.stdout_size
+    if stream is Stream.STDERR:
+        return ex.stderr_size
+    return ex.stdout_size + ex.stderr_size
+
+
+class Follower:
+    """Follows an execution's output from another thread or process until it ends.
+
+    Each :meth:`poll` returns the pieces committed since the last call, tagged
+    with their stream, or waits up to ``timeout`` for some; :attr:`done` turns
+    True once the execution has finished and everything stored was returned.
+    """
+
+    def __init__(
+        self, store: Store, execution_id: str, stream: Stream | None = None, offset: int = 0
+    ) -> None:
+        self.store = store
+        self.execution_id = execution_id
+        self.stream = stream
+        self.offset = offset  # position in the followed stream of the next byte to return
+        self.done = False
+        first = store.chunk_containing(execution_id, stream, offset) if offset else None
+        self._after = -1 if first is None else first - 1
+
+    def poll(self, timeout: float = 1.0) -> list[tuple[Stream, bytes]]:
+        """New output, waiting up to ``timeout`` seconds when there is none yet."""
+        if self.done:
+            return []
+        found = self._fetch()
+        if found:
+            return found
+        if self.store.get(self.execution_id).status.finished:
+            found = self._fetch()  # the end is committed after the last output
+            if not found:
+                self.done = True
+            return found
+        self.store.wait(self.execution_id, timeout)
+        return self._fetch()
+
+    def __iter__(self) -> Iterator[tuple[Stream, bytes]]:
+        while not self.done:
+            yield from self.poll()
+
+    async def __aiter__(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        while not self.done:
+            for item in await asyncio.to_thread(self.poll):
+                yield item
+
+    def _fetch(self) -> list[tuple[Stream, bytes]]:
+        out: list[tuple[Stream, bytes]] = []
+        for record in self.store.chunks_after(self.execution_id, self._after, _BATCH):
+            self._after = record.chunk_index
+            chunk = decode(record)
+            start = _start(chunk, self.stream)
+            skip = max(0, self.offset - start)
+            for stream, piece in self._pieces(chunk):
+                if skip >= len(piece):
+                    skip -= len(piece)
+                    continue
+                fresh = piece[skip:]
+                skip = 0
+                out.append((stream, fresh))
+                self.offset += len(fresh)
+        return out
+
+    def _pieces(self, chunk: Chunk) -> list[tuple[Stream, bytes]]:
+        if self.stream is None:
+            return chunk.tagged()
+        data = chunk.data(self.stream)
+        return [(self.stream, data)] if data else []

@@ -1,0 +1,200 @@
+"""Domain objects: frozen dataclasses that hold no connection and do no I/O."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """Where an execution stands."""
+
+    QUEUED = "queued"  #: submitted, waiting for a worker
+    RUNNING = "running"  #: the program is running and its output is being captured
+    SUCCEEDED = "succeeded"  #: the program exited with code 0
+    FAILED = "failed"  #: the program exited non-zero or was killed by a signal
+    TIMED_OUT = "timed_out"  #: stopped because it ran past its timeout
+    CANCELLED = "cancelled"  #: stopped (or never started) on request
+    LOST = "lost"  #: the process capturing it died; output stored so far is kept
+
+    @property
+    def finished(self) -> bool:
+        """True for the final states."""
+        return self not in (Status.QUEUED, Status.RUNNING)
+
+
+class Stream(enum.IntEnum):
+    """An output stream; the value is what the store records."""
+
+    STDOUT = 1
+    STDERR = 2
+
+    @classmethod
+    def parse(cls, name: str) -> Stream:
+        return cls[name.upper()]
+
+
+def iso(ts: float | None) -> str | None:
+    """Render a stored epoch timestamp as ISO 8601 in UTC."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One run of one program, as stored."""
+
+    id: str
+    status: Status
+    command: tuple[str, ...]
+    name: str | None = None
+    language: str | None = None
+    code: str | None = None
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    pty: bool = False
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    pid: int | None = None
+    worker_id: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_output_at: float | None = None
+    stdout_size: int = 0
+    stderr_size: int = 0
+    output_truncated: bool = False
+    progress: str | None = None
+    progress_percent: float | None = None
+    chunk_count: int = 0
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Execution:
+        """Build from a row of the ``executions`` table (any backend)."""
+        return cls(
+            id=row["id"],
+            status=Status(row["status"]),
+            command=tuple(json.loads(row["command"])),
+            name=row["name"],
+            language=row["language"],
+            code=row["code"],
+            cwd=row["cwd"],
+            env=json.loads(row["env"]) if row["env"] else {},
+            timeout=row["timeout"],
+            pty=bool(row["pty"]),
+            exit_code=row["exit_code"],
+            signal=row["signal"],
+            reason=row["reason"],
+            pid=row["pid"],
+            worker_id=row["worker_id"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            last_output_at=row["last_output_at"],
+            stdout_size=row["stdout_size"],
+            stderr_size=row["stderr_size"],
+            output_truncated=bool(row["output_truncated"]),
+            progress=row["progress"],
+            progress_percent=row["progress_percent"],
+            chunk_count=row["chunk_count"],
+        )
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else None
+        return None if end is None else max(0.0, end - self.started_at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON form (``outspool show --json`` and the HTTP API)."""
+        percent = self.progress_percent
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "command": list(self.command),
+            "language": self.language,
+            "cwd": self.cwd,
+            "timeout": self.timeout,
+            "pty": self.pty,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "reason": self.reason,
+            "pid": self.pid,
+            "worker_id": self.worker_id,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "last_output_at": iso(self.last_output_at),
+            "duration": self.duration,
+            "stdout_size": self.stdout_size,
+            "stderr_size": self.stderr_size,
+            "output_truncated": self.output_truncated,
+            "progress": self.progress,
+            "progress_percent": percent if percent is None or math.isfinite(percent) else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One committed piece of an execution's output, decoded.
+
+    ``runs`` tells how the two streams interleave inside the chunk: a sequence of
+    ``(stream, length)`` in arrival order. Offsets are where the chunk's bytes
+    start within each stream.
+    """
+
+    chunk_index: int
+    stdout_offset: int
+    stderr_offset: int
+    stdout: bytes
+    stderr: bytes
+    runs: tuple[tuple[Stream, int], ...]
+    timestamp: float
+
+    @property
+    def all_offset(self) -> int:
+        """Where this chunk starts in the merged (``all``) stream."""
+        return self.stdout_offset + self.stderr_offset
+
+    def data(self, stream: Stream | None) -> bytes:
+        """This chunk's bytes of one stream, or of both in arrival order (None)."""
+        if stream is Stream.STDOUT:
+            return self.stdout
+        if stream is Stream.STDERR:
+            return self.stderr
+        return b"".join(self.pieces())
+
+    def pieces(self) -> list[bytes]:
+        """The chunk's bytes as arrival-ordered pieces of either stream."""
+        out: list[bytes] = []
+        pos = {Stream.STDOUT: 0, Stream.STDERR: 0}
+        src = {Stream.STDOUT: self.stdout, Stream.STDERR: self.stderr}
+        for stream, length in self.runs:
+            start = pos[stream]
+            out.append(src[stream][start : start + length])
+            pos[stream] = start + length
+        return out
+
+    def tagged(self) -> list[tuple[Stream, bytes]]:
+        """Like :meth:`pieces`, each piece with its stream."""
+        return [(s, p) for (s, _), p in zip(self.runs, self.pieces(), strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an execution ended."""
+
+    status: Status
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None

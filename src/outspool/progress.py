@@ -1,0 +1,123 @@
+"""Monitoring, pure: the progress field and the most recent lines.
+
+:class:`Monitor` is fed every piece read from a program. It keeps the last
+``recent_lines`` lines in memory and remembers the latest line matching a
+progress pattern (latest wins; the writer stores it with its next commit, so a
+chatty program never causes one database write per line). Lines are split on
+``\\n``; within a line, text after the last ``\\r`` is what a terminal shows, so a
+tqdm-style bar that redraws with ``\\r`` yields its current text.
+
+To keep the capture loop cheap on bulk output only the last
+``progress_scan_bytes`` of each read are examined.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+_PERCENT = re.compile(rb"(\d+(?:\.\d+)?)\s*%")
+_LINE_BREAK = re.compile(rb"[\r\n]")
+MAX_LINE = 4096  # longer lines are cut to this many bytes in memory (not in the store)
+MAX_PROGRESS = 500  # characters of progress text kept
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The latest progress line, and its percentage when it has one."""
+
+    text: str
+    percent: float | None
+
+
+def compile_patterns(patterns: Sequence[str]) -> re.Pattern[bytes] | None:
+    """One case-insensitive regular expression matching any of ``patterns``."""
+    if not patterns:
+        return None
+    return re.compile(b"|".join(b"(?:" + p.encode() + b")" for p in patterns), re.IGNORECASE)
+
+
+def parse_progress(segment: bytes) -> Progress:
+    """The progress a matching line stands for: its text, and a percentage if any."""
+    text = segment.decode("utf-8", "replace").strip()[:MAX_PROGRESS]
+    found = _PERCENT.search(segment)
+    percent = min(100.0, float(found.group(1))) if found else None
+    return Progress(text, percent)
+
+
+class Monitor:
+    """Recent lines and latest progress of one execution (one stream or both)."""
+
+    def __init__(
+        self, pattern: re.Pattern[bytes] | None, recent_lines: int = 100, scan_bytes: int = 8192
+    ) -> None:
+        self._pattern = pattern
+        self._scan = scan_bytes
+        self._recent: deque[bytes] = deque(maxlen=recent_lines)
+        self._partial = b""
+        self.progress: Progress | None = None
+        self.progress_dirty = False
+
+    def feed(self, data: bytes) -> None:
+        """Account for bytes just read."""
+        if not data:
+            return
+        self._feed_lines(data)
+        if self._pattern is not None:
+            self._feed_progress(data[-self._scan :])
+
+    def recent(self) -> list[bytes]:
+        """The most recent lines, oldest first; an unfinished last line included."""
+        lines = list(self._recent)
+        if self._partial:
+            lines.append(self._partial)
+        return lines[-(self._recent.maxlen or 1) :]
+
+    def take_progress(self) -> Progress | None:
+        """The progress to store with the next commit, if it changed since the last one."""
+        if not self.progress_dirty:
+            return None
+        self.progress_dirty = False
+        return self.progress
+
+    def _feed_lines(self, data: bytes) -> None:
+        ends = _last_newlines(data, self._recent.maxlen or 1)
+        if not ends:
+            self._partial = (self._partial + data[:MAX_LINE])[:MAX_LINE]
+            return
+        before = data.rfind(b"\n", 0, ends[0])
+        if before < 0:
+            first = (self._partial + data[: min(ends[0], MAX_LINE)])[:MAX_LINE]
+        else:
+            first = data[before + 1 : min(ends[0], before + 1 + MAX_LINE)]
+        self._recent.append(first)
+        for start, end in pairwise(ends):
+            self._recent.append(data[start + 1 : min(end, start + 1 + MAX_LINE)])
+        self._partial = data[ends[-1] + 1 : ends[-1] + 1 + MAX_LINE]
+
+    def _feed_progress(self, tail: bytes) -> None:
+        assert self._pattern is not None
+        for segment in reversed(_LINE_BREAK.split(tail)):
+            if segment.strip() and self._pattern.search(segment):
+                found = parse_progress(segment)
+                if found != self.progress:
+                    self.progress = found
+                    self.progress_dirty = True
+                return
+
+
+def _last_newlines(data: bytes, count: int) -> list[int]:
+    """Positions of the last ``count`` newlines in ``data``, in order."""
+    ends: list[int] = []
+    pos = len(data)
+    while len(ends) < count:
+        nl = data.rfind(b"\n", 0, pos)
+        if nl < 0:
+            break
+        ends.append(nl)
+        pos = nl
+    ends.reverse()
+    return ends

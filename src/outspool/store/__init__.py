@@ -1,0 +1,57 @@
+"""Stores: where outspool keeps executions and their output.
+
+``open_store(url)`` picks the backend from the URL: a plain path or
+``sqlite:///path`` is SQLite (the default); ``postgresql://...`` is PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+
+from outspool.errors import StoreError
+from outspool.settings import Settings
+from outspool.store.base import SCHEMA_VERSION, NewExecution, OutputUpdate, Store, WriteBatch
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "NewExecution",
+    "OutputUpdate",
+    "Store",
+    "WriteBatch",
+    "default_db",
+    "open_store",
+]
+
+
+def default_db() -> str:
+    """The SQLite file used when neither ``--db`` nor ``OUTSPOOL_DB`` is given."""
+    return str(Path(platformdirs.user_data_dir("outspool")) / "outspool.db")
+
+
+def open_store(url: str | None = None, settings: Settings | None = None) -> Store:
+    """Open (creating or upgrading) the store at ``url``, else settings.db, else default_db()."""
+    settings = settings or Settings.load()
+    url = url or settings.db or default_db()
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from outspool.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"PostgreSQL support needs psycopg: pip install 'outspool[postgres]' ({exc})"
+            ) from None
+        store: Store = PostgresStore(url, settings)
+    else:
+        from outspool.store.sqlite import SqliteStore
+
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+        if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+            raise StoreError(f"bad database URL {url!r}: use sqlite:///path/to/file.db")
+        store = SqliteStore(path, settings.busy_timeout, settings.poll_interval)
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -1,0 +1,125 @@
+"""The storage interface: a narrow protocol in storage terms, one module per backend.
+
+A store moves rows; it knows nothing of processes, buffers or codecs. The
+writer hands it encoded :class:`~outspool.codec.ChunkRecord` batches, readers
+get them back and decode them (``outspool.follow``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from outspool.codec import ChunkRecord
+from outspool.models import Execution, Outcome, Status, Stream
+from outspool.progress import Progress
+
+#: The storage format version this code writes. Older databases are upgraded on open.
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class NewExecution:
+    """What is known of an execution before it runs."""
+
+    command: tuple[str, ...]
+    status: Status = Status.RUNNING
+    name: str | None = None
+    language: str | None = None
+    code: str | None = None
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    pty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutputUpdate:
+    """The ``executions`` columns a commit of output changes."""
+
+    execution_id: str
+    stdout_size: int
+    stderr_size: int
+    chunk_count: int
+    last_output_at: float
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """Everything one group commit writes: new chunks of any executions, and their totals."""
+
+    chunks: list[ChunkRecord]
+    updates: list[OutputUpdate]
+
+
+class Store(Protocol):
+    """What outspool needs of a database."""
+
+    #: Where the store lives, as given (passwords are not echoed by ``describe``).
+    url: str
+    #: True when :meth:`wait` is woken by the database (LISTEN/NOTIFY), False when it polls.
+    can_push: bool
+
+    def describe(self) -> str:
+        """A short human name for messages."""
+        ...
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; refuse a database newer than this code."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+    def create(self, new: NewExecution, execution_id: str, created_at: float) -> Execution:
+        """Insert a new execution."""
+        ...
+
+    def mark_running(
+        self, execution_id: str, pid: int | None, started_at: float, worker_id: str | None
+    ) -> None:
+        """Record that the program started."""
+        ...
+
+    def write(self, batch: WriteBatch) -> None:
+        """Append chunks and update totals, in one transaction."""
+        ...
+
+    def finish(
+        self,
+        execution_id: str,
+        outcome: Outcome,
+        finished_at: float,
+        inline: tuple[bytes, bytes] | None,
+    ) -> bool:
+        """Record the ending (once); ``inline`` is the whole output when small. False if ended."""
+        ...
+
+    def get(self, execution_id: str) -> Execution:
+        """One execution by exact ID or unique prefix; NotFoundError otherwise."""
+        ...
+
+    def list_executions(
+        self, status: Status | None = None, limit: int = 50, before: str | None = None
+    ) -> list[Execution]:
+        """Executions, newest first; ``before`` is the ID the previous page ended on."""
+        ...
+
+    def chunks_after(self, execution_id: str, after: int, limit: int) -> list[ChunkRecord]:
+        """Chunks with ``chunk_index > after``, in order."""
+        ...
+
+    def chunks_before(self, execution_id: str, before: int, limit: int) -> list[ChunkRecord]:
+        """Chunks with ``chunk_index < before``, newest first (for tails)."""
+        ...
+
+    def chunk_containing(self, execution_id: str, stream: Stream | None, offset: int) -> int | None:
+        """Index of the chunk holding byte ``offset`` of a stream (None: of ``all``)."""
+        ...
+
+    def wait(self, execution_id: str, timeout: float) -> None:
+        """Return when ``execution_id`` may have changed, or after ``timeout`` seconds."""
+        ...

@@ -1,0 +1,141 @@
+-- Named queries for the SQLite backend. Each block starts with "-- name: NAME".
+-- postgres.sql defines the same names (a test checks it).
+
+-- name: schema_version_table
+CREATE TABLE IF NOT EXISTS outspool_schema (version INTEGER NOT NULL);
+
+-- name: schema_version
+SELECT version FROM outspool_schema;
+
+-- name: set_schema_version
+DELETE FROM outspool_schema;
+INSERT INTO outspool_schema (version) VALUES (:version);
+
+-- name: migrate_1
+-- The executions table keeps the design document's columns; output lives in
+-- append-only chunk rows and small outputs are copied inline when done.
+CREATE TABLE executions (
+    id TEXT PRIMARY KEY,
+    name TEXT,
+    status TEXT NOT NULL,
+    command TEXT NOT NULL,
+    language TEXT,
+    code TEXT,
+    cwd TEXT,
+    env TEXT,
+    timeout REAL,
+    pty INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT,
+    pid INTEGER,
+    worker_id TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    last_output_at REAL,
+    stdout_size INTEGER NOT NULL DEFAULT 0,
+    stderr_size INTEGER NOT NULL DEFAULT 0,
+    output_truncated INTEGER NOT NULL DEFAULT 0,
+    chunk_count INTEGER NOT NULL DEFAULT 0,
+    progress TEXT,
+    progress_percent REAL,
+    stdout BLOB,
+    stderr BLOB
+);
+CREATE INDEX executions_created ON executions (created_at, id);
+CREATE INDEX executions_status ON executions (status, created_at);
+CREATE TABLE execution_output_chunks (
+    id INTEGER PRIMARY KEY,
+    execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    chunk_index INTEGER NOT NULL,
+    stdout_offset INTEGER NOT NULL,
+    stdout_size INTEGER NOT NULL,
+    stderr_offset INTEGER NOT NULL,
+    stderr_size INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    runs BLOB,
+    stdout BLOB,
+    stderr BLOB
+);
+CREATE UNIQUE INDEX idx_output_chunks_execution
+    ON execution_output_chunks (execution_id, chunk_index);
+
+-- name: insert_execution
+INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
+                        created_at)
+VALUES (:id, :name, :status, :command, :language, :code, :cwd, :env, :timeout, :pty,
+        :created_at);
+
+-- name: mark_running
+UPDATE executions SET status = 'running', pid = :pid, started_at = :started_at,
+                      worker_id = :worker_id
+WHERE id = :id;
+
+-- name: insert_chunk
+INSERT INTO execution_output_chunks (execution_id, chunk_index, stdout_offset, stdout_size,
+                                     stderr_offset, stderr_size, codec, timestamp, runs,
+                                     stdout, stderr)
+VALUES (:execution_id, :chunk_index, :stdout_offset, :stdout_size, :stderr_offset,
+        :stderr_size, :codec, :timestamp, :runs, :stdout, :stderr);
+
+-- name: record_output
+UPDATE executions SET stdout_size = :stdout_size, stderr_size = :stderr_size,
+                      chunk_count = :chunk_count, last_output_at = :last_output_at
+WHERE id = :id;
+
+-- name: record_progress
+UPDATE executions SET progress = :progress, progress_percent = :progress_percent
+WHERE id = :id;
+
+-- name: finish_execution
+UPDATE executions SET status = :status, exit_code = :exit_code, signal = :signal,
+                      reason = :reason, finished_at = :finished_at,
+                      output_truncated = :output_truncated, stdout = :stdout, stderr = :stderr
+WHERE id = :id AND status IN ('queued', 'running');
+
+-- name: get_execution
+SELECT * FROM executions WHERE id = :id;
+
+-- name: find_by_prefix
+SELECT id FROM executions WHERE id >= :prefix AND id < :prefix || '~' ORDER BY id LIMIT 2;
+
+-- name: list_executions
+SELECT * FROM executions
+WHERE (:status IS NULL OR status = :status)
+  AND (:before IS NULL OR created_at < (SELECT created_at FROM executions WHERE id = :before)
+       OR (created_at = (SELECT created_at FROM executions WHERE id = :before) AND id < :before))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: chunks_after
+SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
+       codec, timestamp, runs, stdout, stderr
+FROM execution_output_chunks
+WHERE execution_id = :id AND chunk_index > :after
+ORDER BY chunk_index
+LIMIT :limit;
+
+-- name: chunks_before
+SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
+       codec, timestamp, runs, stdout, stderr
+FROM execution_output_chunks
+WHERE execution_id = :id AND chunk_index < :before
+ORDER BY chunk_index DESC
+LIMIT :limit;
+
+-- name: chunk_containing_stdout
+SELECT max(chunk_index) FROM execution_output_chunks
+WHERE execution_id = :id AND stdout_offset <= :offset AND stdout_size > 0;
+
+-- name: chunk_containing_stderr
+SELECT max(chunk_index) FROM execution_output_chunks
+WHERE execution_id = :id AND stderr_offset <= :offset AND stderr_size > 0;
+
+-- name: chunk_containing_all
+SELECT max(chunk_index) FROM execution_output_chunks
+WHERE execution_id = :id AND stdout_offset + stderr_offset <= :offset;
+
+-- name: delete_execution
+DELETE FROM executions WHERE id = :id;

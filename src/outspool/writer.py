@@ -1,0 +1,309 @@
+"""The per-process writer: one thread group-commits the output of every execution.
+
+Capture threads hand bytes to a :class:`Sink`; the writer thread wakes when a
+buffer is due (see :mod:`outspool.buffer`), takes everything pending from every
+execution at once, encodes it into chunk rows outside the lock and commits it
+in one short transaction. While a commit is in flight new output keeps landing
+in fresh buffers, so nothing is cleared unwritten; the next commit takes it.
+
+Memory is bounded: once ``max_pending_bytes`` are waiting, :meth:`Sink.write`
+blocks, the capture stops reading the pipe, and the program blocks on its own
+write until the store catches up. A store error (locked, disk full, connection
+lost) is reported and retried with back-off; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from outspool.buffer import FlushPolicy, OutputBuffer
+from outspool.codec import ChunkRecord, Encoder, decode
+from outspool.errors import OutspoolError, StoreError
+from outspool.models import Outcome, Stream
+from outspool.progress import Monitor, Progress, compile_patterns
+from outspool.settings import Settings
+from outspool.store.base import OutputUpdate, Store, WriteBatch
+
+Clock = Callable[[], float]
+Segments = list[tuple[Stream, bytes]]
+
+
+def _report(message: str) -> None:
+    print(f"outspool: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class WriterStats:
+    """Counters for benchmarks and diagnostics."""
+
+    commits: int = 0
+    chunks: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    retries: int = 0
+
+
+class Sink:
+    """Where one execution's capture puts its bytes. Thread-safe; owned by a Writer."""
+
+    def __init__(self, writer: Writer, execution_id: str, monitor: Monitor, policy: FlushPolicy):
+        self.execution_id = execution_id
+        self.monitor = monitor
+        self._writer = writer
+        self.buffer = OutputBuffer(policy)
+        self.offsets = [0, 0]  # bytes committed-or-taken so far, per stream
+        self.next_chunk = 0
+        self.outcome: Outcome | None = None
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def write(self, stream: Stream, data: bytes) -> None:
+        """Queue bytes read from ``stream``; blocks while the process holds too much."""
+        self._writer.put(self, stream, data)
+
+    def finish(self, outcome: Outcome, timeout: float | None = None) -> None:
+        """Commit what is pending, then record ``outcome``; returns once stored."""
+        self._writer.request_finish(self, outcome)
+        if not self.done.wait(timeout):
+            raise StoreError(f"output of {self.execution_id} could not be stored in time")
+        if self.error is not None:
+            raise self.error
+
+
+class Writer:
+    """Group commit for every execution captured in this process."""
+
+    def __init__(self, store: Store, settings: Settings, clock: Clock = time.monotonic) -> None:
+        self.store = store
+        self.settings = settings
+        self.stats = WriterStats()
+        self._clock = clock
+        self._policy = FlushPolicy(
+            flush_interval=settings.flush_interval,
+            max_buffer_size=settings.max_buffer_size,
+            max_buffer_lines=settings.max_buffer_lines,
+            idle_flush_delay=settings.idle_flush_delay,
+        )
+        self._pattern = compile_patterns(settings.progress_patterns)
+        self._encoder = Encoder(settings.compression, settings.compression_level)
+        self._cond = threading.Condition()
+        self._sinks: dict[str, Sink] = {}
+        self._finishing: list[Sink] = []
+        self._pending = 0
+        self._idle = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> Writer:
+        self._thread = threading.Thread(target=self._run, name="outspool-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit everything pending, then stop the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Writer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending
+
+    # --- the capture side ----------------------------------------------------------
+
+    def open(self, execution_id: str) -> Sink:
+        """Start accepting output for ``execution_id``."""
+        s = self.settings
+        monitor = Monitor(self._pattern, s.recent_lines, s.progress_scan_bytes)
+        sink = Sink(self, execution_id, monitor, self._policy)
+        with self._cond:
+            self._sinks[execution_id] = sink
+        return sink
+
+    def put(self, sink: Sink, stream: Stream, data: bytes) -> None:
+        sink.monitor.feed(data)
+        limit = self.settings.max_pending_bytes
+        with self._cond:
+            while self._pending >= limit and self._failure is None:
+                self._cond.wait()
+            if self._failure is not None:
+                raise StoreError(f"the writer stopped: {self._failure}")
+            was_empty = sink.buffer.size == 0
+            sink.buffer.append(stream, data, self._clock())
+            self._pending += len(data)
+            if was_empty or sink.buffer.due(self._clock()):
+                self._cond.notify_all()
+
+    def request_finish(self, sink: Sink, outcome: Outcome) -> None:
+        with self._cond:
+            if self._failure is not None:
+                sink.error = StoreError(f"the writer stopped: {self._failure}")
+                sink.done.set()
+                return
+            sink.outcome = outcome
+            self._finishing.append(sink)
+            self._cond.notify_all()
+
+    # --- the writer thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except BaseException as exc:  # the thread must never die silently
+            with self._cond:
+                self._failure = exc
+                for sink in [*self._finishing, *self._sinks.values()]:
+                    sink.error = StoreError(f"the writer stopped: {exc}")
+                    sink.done.set()
+                self._cond.notify_all()
+            _report(f"writer stopped: {exc}")
+
+    def _step(self) -> bool:
+        with self._cond:
+            if not self._wait_for_work():
+                return False
+            taken = [
+                (sink, sink.buffer.take(), sink.monitor.take_progress())
+                for sink in self._sinks.values()
+                if sink.buffer.size or sink.monitor.progress_dirty
+            ]
+            finishing, self._finishing = self._finishing, []
+        size = sum(len(d) for _, segs, _ in taken for _, d in segs)
+        if taken:
+            batch = self._encode(taken)
+            self._retry("write output to", lambda: self.store.write(batch))
+            self.stats.commits += 1
+        with self._cond:
+            self._pending -= size
+            self._cond.notify_all()
+        for sink in finishing:
+            self._finish(sink)
+        return True
+
+    def _wait_for_work(self) -> bool:
+        """Under the lock: wait until something is due; False when stopped and drained."""
+        while True:
+            now = self._clock()
+            pending = [s for s in self._sinks.values() if s.buffer.size]
+            if self._finishing or any(s.buffer.due(now) for s in pending):
+                return True
+            if self._stopping:
+                return bool(pending)
+            deadlines = [d for s in pending if (d := s.buffer.deadline()) is not None]
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            self._idle = True
+            self._cond.wait(timeout)
+            self._idle = False
+
+    def _encode(self, taken: Sequence[tuple[Sink, Segments, Progress | None]]) -> WriteBatch:
+        now = time.time()
+        chunks: list[ChunkRecord] = []
+        updates: list[OutputUpdate] = []
+        limit = self.settings.max_chunk_size
+        for sink, segments, progress in taken:
+            for piece in split_segments(segments, limit):
+                record = self._encoder.encode(
+                    sink.execution_id,
+                    sink.next_chunk,
+                    (sink.offsets[0], sink.offsets[1]),
+                    piece,
+                    now,
+                )
+                chunks.append(record)
+                sink.next_chunk += 1
+                sink.offsets[0] += record.stdout_size
+                sink.offsets[1] += record.stderr_size
+                self.stats.raw_bytes += record.stdout_size + record.stderr_size
+                self.stats.stored_bytes += len(record.stdout or b"") + len(record.stderr or b"")
+            updates.append(
+                OutputUpdate(
+                    sink.execution_id,
+                    sink.offsets[0],
+                    sink.offsets[1],
+                    sink.next_chunk,
+                    now,
+                    progress,
+                )
+            )
+        self.stats.chunks += len(chunks)
+        return WriteBatch(chunks, updates)
+
+    def _finish(self, sink: Sink) -> None:
+        assert sink.outcome is not None
+        outcome = sink.outcome
+        limit = self.settings.max_inline_output
+        try:
+
+            def finish() -> None:
+                inline = None
+                if sink.offsets[0] <= limit and sink.offsets[1] <= limit:
+                    inline = self._read_back(sink.execution_id)
+                self.store.finish(sink.execution_id, outcome, time.time(), inline)
+
+            self._retry("record the end of", finish)
+        except OutspoolError as exc:
+            sink.error = exc
+        with self._cond:
+            self._sinks.pop(sink.execution_id, None)
+        sink.done.set()
+
+    def _read_back(self, execution_id: str) -> tuple[bytes, bytes]:
+        out, err = bytearray(), bytearray()
+        for record in self.store.chunks_after(execution_id, -1, 1 << 30):
+            chunk = decode(record)
+            out += chunk.stdout
+            err += chunk.stderr
+        return bytes(out), bytes(err)
+
+    def _retry(self, doing: str, action: Callable[[], None]) -> None:
+        """Run ``action`` until it succeeds; report each new error once. Data stays in memory."""
+        delay, last = 0.05, ""
+        while True:
+            try:
+                action()
+                if last:
+                    _report(f"database writable again; {doing} the pending output")
+                return
+            except StoreError as exc:
+                if str(exc) != last:
+                    last = str(exc)
+                    _report(f"cannot {doing} the database, retrying (output held): {exc}")
+                self.stats.retries += 1
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def split_segments(segments: Segments, limit: int) -> list[Segments]:
+    """Cut arrival-ordered segments into pieces of at most ``limit`` bytes each."""
+    pieces: list[Segments] = []
+    current: Segments = []
+    size = 0
+    for stream, data in segments:
+        pos = 0
+        while pos < len(data):
+            part = data[pos : pos + (limit - size)] if pos or len(data) > limit - size else data
+            current.append((stream, part))
+            size += len(part)
+            pos += len(part)
+            if size >= limit:
+                pieces.append(current)
+                current, size = [], 0
+    if current:
+        pieces.append(current)
+    return pieces
