@@ -1,7 +1,7 @@
 """The flush policy of the design document, fixed: pure, with the clock injected.
 
 An :class:`OutputBuffer` holds one execution's output that has not been committed
-yet, as arrival-ordered segments of either stream. It is *due* for a flush when
+yet, as the arrival-ordered reads of either stream (kept as read, never copied). It is *due* for a flush when
 it holds more than ``max_buffer_size`` bytes or ``max_buffer_lines`` lines, or
 when its oldest byte has waited ``flush_interval`` seconds. When the writer is
 idle it does not wait that long: anything pending becomes due after
@@ -30,13 +30,13 @@ class FlushPolicy:
 
 
 class OutputBuffer:
-    """Pending output of one execution: ``(stream, bytearray)`` segments in arrival order."""
+    """Pending output of one execution: ``(stream, bytes)`` reads in arrival order."""
 
     __slots__ = ("_lines", "_policy", "_segments", "_size", "first_pending_at")
 
     def __init__(self, policy: FlushPolicy) -> None:
         self._policy = policy
-        self._segments: list[tuple[Stream, bytearray]] = []
+        self._segments: list[tuple[Stream, bytes]] = []
         self._size = 0
         self._lines = 0
         self.first_pending_at: float | None = None
@@ -52,13 +52,10 @@ class OutputBuffer:
         return self._lines
 
     def append(self, stream: Stream, data: bytes, now: float) -> None:
-        """Add bytes read from ``stream``; consecutive pieces of one stream are merged."""
+        """Add bytes read from ``stream`` (kept by reference: the caller must not mutate them)."""
         if not data:
             return
-        if self._segments and self._segments[-1][0] is stream:
-            self._segments[-1][1].extend(data)
-        else:
-            self._segments.append((stream, bytearray(data)))
+        self._segments.append((stream, data))
         self._size += len(data)
         self._lines += data.count(b"\n")
         if self.first_pending_at is None:
@@ -84,8 +81,7 @@ class OutputBuffer:
 
     def take(self) -> list[tuple[Stream, bytes]]:
         """Hand over everything pending and start empty (atomic under the caller's lock)."""
-        segments = [(stream, bytes(data)) for stream, data in self._segments]
-        self._segments = []
+        segments, self._segments = self._segments, []
         self._size = 0
         self._lines = 0
         self.first_pending_at = None

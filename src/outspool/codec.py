@@ -141,8 +141,15 @@ def _decode_blob(record: ChunkRecord, blob: bytes | None, size: int) -> bytes:
 
 
 def _encode_runs(segments: Sequence[tuple[Stream, bytes]]) -> bytes:
-    """Signed lengths: positive for stdout, negative for stderr."""
-    return b"".join(_RUN.pack(len(d) if s is Stream.STDOUT else -len(d)) for s, d in segments if d)
+    """Signed lengths of same-stream runs: positive for stdout, negative for stderr."""
+    runs: list[int] = []
+    for stream, data in segments:
+        n = len(data) if stream is Stream.STDOUT else -len(data)
+        if runs and (runs[-1] > 0) == (n > 0):
+            runs[-1] += n
+        elif n:
+            runs.append(n)
+    return b"".join(_RUN.pack(n) for n in runs)
 
 
 def _decode_runs(blob: bytes) -> tuple[tuple[Stream, int], ...]:

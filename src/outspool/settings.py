@@ -82,10 +82,10 @@ class Settings(BaseSettings):
     # --- what fixes the design document's defects ------------------------------
     #: When the writer is idle, output is committed after this short delay (seconds).
     idle_flush_delay: float = Field(0.005, ge=0)
-    #: Largest piece of one stream stored in one chunk row (bytes, before compression).
-    max_chunk_size: int = Field(1 * MiB, ge=4 * KiB)
+    #: A chunk row closes once it holds this many bytes (before compression) plus one read.
+    max_chunk_size: int = Field(2 * MiB, ge=4 * KiB)
     #: Memory bound: above this many pending bytes per process, pipes stop being read.
-    max_pending_bytes: int = Field(16 * MiB, ge=64 * KiB)
+    max_pending_bytes: int = Field(8 * MiB, ge=64 * KiB)
     #: Bytes asked of the pipe per read; pipes are enlarged to this size when allowed.
     read_size: int = Field(1 * MiB, ge=4 * KiB, le=64 * MiB)
     #: Chunk compression: zstd when it makes a chunk smaller, or none.

@@ -290,20 +290,19 @@ class Writer:
 
 
 def split_segments(segments: Segments, limit: int) -> list[Segments]:
-    """Cut arrival-ordered segments into pieces of at most ``limit`` bytes each."""
+    """Group arrival-ordered reads into chunks that close once they reach ``limit`` bytes.
+
+    Reads are never cut, so a chunk holds at most ``limit`` plus one read.
+    """
     pieces: list[Segments] = []
     current: Segments = []
     size = 0
-    for stream, data in segments:
-        pos = 0
-        while pos < len(data):
-            part = data[pos : pos + (limit - size)] if pos or len(data) > limit - size else data
-            current.append((stream, part))
-            size += len(part)
-            pos += len(part)
-            if size >= limit:
-                pieces.append(current)
-                current, size = [], 0
+    for segment in segments:
+        current.append(segment)
+        size += len(segment[1])
+        if size >= limit:
+            pieces.append(current)
+            current, size = [], 0
     if current:
         pieces.append(current)
     return pieces
