@@ -1,9 +1,10 @@
 """The flush policy of the design document, fixed: pure, with the clock injected.
 
 An :class:`OutputBuffer` holds one execution's output that has not been committed
-yet, as the arrival-ordered reads of either stream (kept as read, never copied). It is *due* for a flush when
-it holds more than ``max_buffer_size`` bytes or ``max_buffer_lines`` lines, or
-when its oldest byte has waited ``flush_interval`` seconds. When the writer is
+yet, as the arrival-ordered reads of either stream (kept as read, never copied).
+It is *due* for a flush when it holds more than ``max_buffer_size`` bytes or
+``max_buffer_lines`` lines, or when its oldest byte has waited ``flush_interval``
+seconds. When the writer is
 idle it does not wait that long: anything pending becomes due after
 ``idle_flush_delay`` (a few milliseconds of batching).
 
