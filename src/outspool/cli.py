@@ -13,11 +13,13 @@ from typing import Any, TypeVar
 
 import click
 
-from outspool import __version__
+from outspool import __version__, queue
 from outspool.client import Outspool, Running
-from outspool.errors import OutspoolError
+from outspool.errors import InvalidStateError, OutspoolError
 from outspool.models import Execution, Status, Stream
+from outspool.runner import Job
 from outspool.settings import Settings
+from outspool.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 STREAMS = {"stdout": Stream.STDOUT, "stderr": Stream.STDERR, "all": None}
@@ -258,6 +260,114 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+# --- the queue ---------------------------------------------------------------------------
+
+
+def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
+        env[key] = value
+    return env
+
+
+@cli.command()
+@db_option
+@click.option("--language", help="Run CODE with this language (python, bash, sh, ...).")
+@click.option("--code", help="The code to run with --language.")
+@click.option("--name", help="A name to find the execution by.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop the program after this long (status timed_out).",
+)
+@click.option(
+    "--env",
+    "env_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A variable for the program (repeatable).",
+)
+@click.option("--cwd", metavar="DIR", help="Working directory [default: a fresh temporary one].")
+@click.option("--pty", is_flag=True, help="Run on a pseudo-terminal (stdout and stderr merge).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def submit(
+    db: str | None,
+    language: str | None,
+    code: str | None,
+    name: str | None,
+    timeout: float | None,
+    env_pairs: tuple[str, ...],
+    cwd: str | None,
+    pty: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Queue COMMAND (or --language/--code) for a worker; prints the new execution's ID.
+
+    \b
+    outspool submit -- make test
+    outspool submit --language python --code 'print(42)' --timeout 60
+    """
+    if bool(command) == bool(language):
+        raise click.UsageError("give a COMMAND after --, or --language with --code")
+    if language and code is None:
+        raise click.UsageError("--language needs --code")
+    job = Job(command, language, code, name, timeout, _parse_env(env_pairs), cwd, pty)
+    with spool(db) as sp:
+        click.echo(queue.submit(sp.store, sp.settings, job).id)
+
+
+@cli.command()
+@db_option
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1, max=1024),
+    metavar="N",
+    help="Run up to N programs at once [default: CPU count].",
+)
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+def worker(db: str | None, concurrency: int | None, burst: bool) -> None:
+    """Run queued executions until stopped (SIGTERM/SIGINT: drain; twice: stop now)."""
+    w = Worker(db, Settings.load(), concurrency, burst)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        w.stop(force=w._stopping)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    w.run()
+
+
+@cli.command()
+@db_option
+@click.argument("execution_id", metavar="ID")
+def cancel(db: str | None, execution_id: str) -> None:
+    """Cancel execution ID: a queued one never starts, a running one is stopped."""
+    with spool(db) as sp:
+        try:
+            ex = queue.cancel(sp.store, execution_id)
+        except InvalidStateError as exc:
+            click.echo(f"outspool: {exc}", err=True)
+            return
+    what = "cancelled" if ex.status is Status.CANCELLED else "asked to stop"
+    click.echo(f"{ex.id} {what}")
+
+
+@cli.command()
+@db_option
+def recover(db: str | None) -> None:
+    """Mark as lost the running executions whose worker stopped heartbeating."""
+    with spool(db) as sp:
+        lost = queue.recover(sp.store, sp.settings)
+    for execution_id in lost:
+        click.echo(f"{execution_id} lost")
+    click.echo(f"{len(lost)} execution(s) marked lost", err=True)
 
 
 # --- entry point -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 from outspool.errors import StoreError
 from outspool.follow import Follower, Range, iter_output, read_all, read_range, tail
+from outspool.heartbeat import Heartbeat
 from outspool.models import Execution, Status, Stream
 from outspool.runner import Execute, Job, new_id, program_env
 from outspool.settings import Settings
@@ -29,18 +30,32 @@ from outspool.writer import Writer
 class Running:
     """A handle on an execution running in this process (see :meth:`Outspool.start`)."""
 
-    def __init__(self, spool: Outspool, execute: Execute) -> None:
+    def __init__(
+        self, spool: Outspool, execute: Execute, on_end: Callable[[Running], None]
+    ) -> None:
         self._spool = spool
         self._execute = execute
+        self._on_end = on_end
         self.id = execute.execution.id
+        self.execution_at_start = execute.execution
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"outspool-{self.id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the capture thread; True once it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         try:
             self._execute.run()
         except BaseException as exc:
             self.error = exc
+        finally:
+            self._on_end(self)
 
     def status(self) -> Status:
         return self.execution().status
@@ -50,8 +65,7 @@ class Running:
 
     def wait(self, timeout: float | None = None) -> Execution:
         """Block until the execution has ended and is stored; its final record."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self.join(timeout):
             raise TimeoutError(f"execution {self.id} still running after {timeout} s")
         if self.error is not None:
             raise self.error
@@ -74,13 +88,22 @@ class Running:
 
 
 class Outspool:
-    """A store plus this process's writer. Construct, then ``open()`` (or use ``with``)."""
+    """A store plus this process's writer. Construct, then ``open()`` (or use ``with``).
 
-    def __init__(self, db: str | None = None, settings: Settings | None = None) -> None:
+    ``kind`` names this process in the ``workers`` table (``run`` or ``worker``).
+    """
+
+    def __init__(
+        self, db: str | None = None, settings: Settings | None = None, kind: str = "run"
+    ) -> None:
         self.settings = settings or Settings.load()
         self.db = db
+        self.kind = kind
+        self.worker_id = new_id()
         self._store: Store | None = None
         self._writer: Writer | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._running: dict[str, Execute] = {}
         self._lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -91,9 +114,13 @@ class Outspool:
         return self
 
     def close(self) -> None:
+        """Commit all pending output, then stop heartbeating and release the store."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -112,10 +139,24 @@ class Outspool:
 
     @property
     def writer(self) -> Writer:
+        """This process's writer, started on first use, with its heartbeat."""
         with self._lock:
             if self._writer is None:
+                self._heartbeat = Heartbeat(
+                    self.store,
+                    self.worker_id,
+                    self.kind,
+                    self.settings.heartbeat_interval,
+                    self._cancel_requested,
+                ).start()
                 self._writer = Writer(self.store, self.settings).start()
             return self._writer
+
+    def _cancel_requested(self, execution_id: str, reason: str | None) -> None:
+        with self._lock:
+            execute = self._running.get(execution_id)
+        if execute is not None:
+            execute.stop(Status.CANCELLED, reason or "cancelled by request")
 
     # --- running -----------------------------------------------------------------------
 
@@ -140,22 +181,56 @@ class Outspool:
         """
         job = Job(tuple(command), language, code, name, timeout, dict(env or {}), cwd, pty)
         job.validate(self.settings)
+        writer = self.writer
         execution = self.store.create(
-            job.new_execution(self.settings, Status.RUNNING), new_id(), time.time()
-        )
-        execute = Execute(
-            self.store,
-            self.writer,
-            self.settings,
-            execution,
-            env=program_env(self.settings, job.env),
-            stdin=stdin,
-            echo={Stream.STDOUT: 1, Stream.STDERR: 2} if echo else None,
+            job.new_execution(self.settings, Status.RUNNING, self.worker_id),
+            new_id(),
+            time.time(),
         )
         if on_created is not None:
             on_created(execution)
-        handle = Running(self, execute)
-        handle._thread.start()
+        return self.launch(
+            execution,
+            env=program_env(self.settings, execution),
+            stdin=stdin,
+            echo={Stream.STDOUT: 1, Stream.STDERR: 2} if echo else None,
+            writer=writer,
+        )
+
+    def launch(
+        self,
+        execution: Execution,
+        *,
+        env: Mapping[str, str],
+        stdin: int | None = subprocess.DEVNULL,
+        echo: dict[Stream, int] | None = None,
+        child_setup: Callable[[], None] | None = None,
+        writer: Writer | None = None,
+        on_end: Callable[[Running], None] | None = None,
+    ) -> Running:
+        """Run an execution that is already stored (and claimed by this process)."""
+        execute = Execute(
+            self.store,
+            writer or self.writer,
+            self.settings,
+            execution,
+            env=env,
+            worker_id=self.worker_id,
+            stdin=stdin,
+            echo=echo,
+            child_setup=child_setup,
+        )
+        with self._lock:
+            self._running[execution.id] = execute
+
+        def ended(handle: Running) -> None:
+            with self._lock:
+                self._running.pop(execution.id, None)
+            if on_end is not None:
+                on_end(handle)
+
+        handle = Running(self, execute, ended)
+        handle.start()
         return handle
 
     def run(self, command: Sequence[str] = (), **options: Any) -> Execution:

@@ -75,6 +75,7 @@ class Execution:
     progress: str | None = None
     progress_percent: float | None = None
     chunk_count: int = 0
+    cancel_requested: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Execution:
@@ -105,6 +106,7 @@ class Execution:
             progress=row["progress"],
             progress_percent=row["progress_percent"],
             chunk_count=row["chunk_count"],
+            cancel_requested=bool(row["cancel_requested"]),
         )
 
     @property
@@ -141,6 +143,7 @@ class Execution:
             "output_truncated": self.output_truncated,
             "progress": self.progress,
             "progress_percent": percent if percent is None or math.isfinite(percent) else None,
+            "cancel_requested": self.cancel_requested,
         }
 
 

@@ -65,7 +65,9 @@ class Job:
             raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout}")
         self.argv(settings)
 
-    def new_execution(self, settings: Settings, status: Status) -> NewExecution:
+    def new_execution(
+        self, settings: Settings, status: Status, worker_id: str | None = None
+    ) -> NewExecution:
         return NewExecution(
             command=self.argv(settings),
             status=status,
@@ -76,17 +78,25 @@ class Job:
             env=dict(self.env),
             timeout=self.timeout,
             pty=self.pty,
+            worker_id=worker_id,
         )
 
 
+#: Set in every program's environment; recovery finds orphans by it.
+EXECUTION_ENV = "OUTSPOOL_EXECUTION_ID"
+
+
 def program_env(
-    settings: Settings, job_env: Mapping[str, str], base: Mapping[str, str] | None = None
+    settings: Settings,
+    execution: Execution,
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment a program starts with: ``base`` (default ours) plus the job's own."""
+    """The environment a program starts with: ``base`` (default: ours) plus the job's own."""
     env = dict(os.environ if base is None else base)
     if settings.pythonunbuffered:
         env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(job_env)
+    env.update(execution.env)
+    env[EXECUTION_ENV] = execution.id
     return env
 
 

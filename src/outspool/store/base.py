@@ -16,7 +16,7 @@ from outspool.models import Execution, Outcome, Status, Stream
 from outspool.progress import Progress
 
 #: The storage format version this code writes. Older databases are upgraded on open.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,17 @@ class NewExecution:
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None = None
     pty: bool = False
+    worker_id: str | None = None  #: set when the creating process runs it at once
+
+
+@dataclass(frozen=True, slots=True)
+class LostExecution:
+    """A running execution whose capturing process stopped heartbeating."""
+
+    execution_id: str
+    pid: int | None
+    worker_id: str | None
+    hostname: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,4 +133,36 @@ class Store(Protocol):
 
     def wait(self, execution_id: str, timeout: float) -> None:
         """Return when ``execution_id`` may have changed, or after ``timeout`` seconds."""
+        ...
+
+    # --- the queue ---------------------------------------------------------------------
+
+    def claim(self, worker_id: str, now: float) -> Execution | None:
+        """Atomically take the oldest queued execution for ``worker_id`` (exactly once)."""
+        ...
+
+    def register_worker(
+        self, worker_id: str, hostname: str, pid: int, kind: str, now: float
+    ) -> None:
+        """Record a capturing process (a worker, or ``outspool run``) and its first heartbeat."""
+        ...
+
+    def heartbeat(self, worker_id: str, now: float, stopped: bool = False) -> None:
+        """Refresh a process's heartbeat (``stopped``: it ended cleanly)."""
+        ...
+
+    def cancel(self, execution_id: str, now: float, reason: str) -> Execution:
+        """End a queued execution now, or ask the process running it to stop it."""
+        ...
+
+    def cancel_requests(self, worker_id: str) -> list[tuple[str, str | None]]:
+        """Running executions of ``worker_id`` whose cancellation was requested."""
+        ...
+
+    def find_lost(self, stale_before: float) -> list[LostExecution]:
+        """Running executions whose process stopped heartbeating before ``stale_before``."""
+        ...
+
+    def mark_lost(self, execution_id: str, now: float, reason: str) -> bool:
+        """End a running execution as ``lost``, keeping its output; False if it had ended."""
         ...

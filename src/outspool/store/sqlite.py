@@ -22,7 +22,7 @@ from outspool.codec import ChunkRecord
 from outspool.errors import NotFoundError, SchemaTooNewError, StoreError
 from outspool.models import Execution, Outcome, Status, Stream
 from outspool.store import queries
-from outspool.store.base import SCHEMA_VERSION, NewExecution, WriteBatch
+from outspool.store.base import SCHEMA_VERSION, LostExecution, NewExecution, WriteBatch
 
 SQL = queries.load("sqlite")
 
@@ -145,6 +145,7 @@ class SqliteStore:
             "timeout": new.timeout,
             "pty": int(new.pty),
             "created_at": created_at,
+            "worker_id": new.worker_id,
         }
         with self._transaction("write to") as conn:
             conn.execute(SQL["insert_execution"], params)
@@ -258,6 +259,52 @@ class SqliteStore:
                 time.sleep(min(self._poll_interval, max(0.0, deadline - time.monotonic())))
                 if conn.execute("PRAGMA data_version").fetchone()[0] != start:
                     return
+
+    # --- the queue ---------------------------------------------------------------------
+
+    def claim(self, worker_id: str, now: float) -> Execution | None:
+        conn = self._connect()
+        with self._errors("read"):
+            if conn.execute(SQL["queued_exists"]).fetchone() is None:
+                return None  # the common idle case costs a read, not a write lock
+        with self._transaction("write to") as conn:
+            row = conn.execute(SQL["claim_next"], {"worker_id": worker_id, "now": now}).fetchone()
+        return None if row is None else Execution.from_row(row)
+
+    def register_worker(
+        self, worker_id: str, hostname: str, pid: int, kind: str, now: float
+    ) -> None:
+        params = {"id": worker_id, "hostname": hostname, "pid": pid, "kind": kind, "now": now}
+        with self._transaction("write to") as conn:
+            conn.execute(SQL["register_worker"], params)
+
+    def heartbeat(self, worker_id: str, now: float, stopped: bool = False) -> None:
+        query = SQL["unregister_worker" if stopped else "heartbeat"]
+        with self._transaction("write to") as conn:
+            conn.execute(query, {"id": worker_id, "now": now})
+
+    def cancel(self, execution_id: str, now: float, reason: str) -> Execution:
+        ex = self.get(execution_id)
+        params = {"id": ex.id, "now": now, "reason": reason}
+        with self._transaction("write to") as conn:
+            if conn.execute(SQL["cancel_queued"], params).rowcount == 0:
+                conn.execute(SQL["request_cancel"], params)
+        return self.get(ex.id)
+
+    def cancel_requests(self, worker_id: str) -> list[tuple[str, str | None]]:
+        with self._errors("read"):
+            rows = self._connect().execute(SQL["cancel_requests"], {"worker_id": worker_id})
+            return [(r[0], r[1]) for r in rows.fetchall()]
+
+    def find_lost(self, stale_before: float) -> list[LostExecution]:
+        with self._errors("read"):
+            rows = self._connect().execute(SQL["find_lost"], {"stale_before": stale_before})
+            return [LostExecution(r[0], r[1], r[2], r[3]) for r in rows.fetchall()]
+
+    def mark_lost(self, execution_id: str, now: float, reason: str) -> bool:
+        params = {"id": execution_id, "now": now, "reason": reason}
+        with self._transaction("write to") as conn:
+            return conn.execute(SQL["mark_lost"], params).rowcount == 1
 
 
 def _chunk_params(c: ChunkRecord) -> dict[str, Any]:

@@ -62,11 +62,26 @@ CREATE TABLE execution_output_chunks (
 CREATE UNIQUE INDEX idx_output_chunks_execution
     ON execution_output_chunks (execution_id, chunk_index);
 
+-- name: migrate_2
+-- The job queue: who runs what, heartbeats, and cancellation requests.
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    stopped_at REAL
+);
+ALTER TABLE executions ADD COLUMN claimed_at REAL;
+ALTER TABLE executions ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX executions_worker ON executions (worker_id, status);
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
-                        created_at)
+                        created_at, worker_id)
 VALUES (:id, :name, :status, :command, :language, :code, :cwd, :env, :timeout, :pty,
-        :created_at);
+        :created_at, :worker_id);
 
 -- name: mark_running
 UPDATE executions SET status = 'running', pid = :pid, started_at = :started_at,
@@ -136,6 +151,48 @@ WHERE execution_id = :id AND stderr_offset <= :offset AND stderr_size > 0;
 -- name: chunk_containing_all
 SELECT max(chunk_index) FROM execution_output_chunks
 WHERE execution_id = :id AND stdout_offset + stderr_offset <= :offset;
+
+-- name: queued_exists
+SELECT 1 FROM executions WHERE status = 'queued' LIMIT 1;
+
+-- name: claim_next
+UPDATE executions SET status = 'running', worker_id = :worker_id, claimed_at = :now
+WHERE id = (SELECT id FROM executions WHERE status = 'queued'
+            ORDER BY created_at, id LIMIT 1)
+RETURNING *;
+
+-- name: register_worker
+INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at)
+VALUES (:id, :hostname, :pid, :kind, :now, :now);
+
+-- name: heartbeat
+UPDATE workers SET heartbeat_at = :now WHERE id = :id;
+
+-- name: unregister_worker
+UPDATE workers SET stopped_at = :now, heartbeat_at = :now WHERE id = :id;
+
+-- name: cancel_queued
+UPDATE executions SET status = 'cancelled', finished_at = :now, reason = :reason
+WHERE id = :id AND status = 'queued';
+
+-- name: request_cancel
+UPDATE executions SET cancel_requested = 1, reason = :reason
+WHERE id = :id AND status = 'running';
+
+-- name: cancel_requests
+SELECT id, reason FROM executions
+WHERE worker_id = :worker_id AND status = 'running' AND cancel_requested = 1;
+
+-- name: find_lost
+SELECT e.id, e.pid, w.id AS worker_id, w.hostname FROM executions e
+LEFT JOIN workers w ON w.id = e.worker_id
+WHERE e.status = 'running'
+  AND (w.id IS NULL OR w.stopped_at IS NOT NULL OR w.heartbeat_at < :stale_before);
+
+-- name: mark_lost
+UPDATE executions SET status = 'lost', finished_at = :now, reason = :reason,
+                      output_truncated = 1
+WHERE id = :id AND status = 'running';
 
 -- name: delete_execution
 DELETE FROM executions WHERE id = :id;

@@ -1,0 +1,200 @@
+"""The worker: claims queued executions and runs up to N of them at once.
+
+Signal handlers only set flags; the loop acts on them. The first SIGTERM or
+SIGINT stops claiming and lets running programs finish within
+``shutdown_grace``, then stops them (``cancelled``, reason ``worker shutdown``);
+a second one stops them at once. Either way all output is committed before the
+worker exits.
+
+Each program gets a clean environment (``env_allowlist`` plus the job's own
+variables), a fresh temporary working directory unless the job names one, and
+the resource limits from settings.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from outspool.client import Outspool, Running
+from outspool.errors import OutspoolError
+from outspool.models import Execution
+from outspool.queue import recover
+from outspool.runner import Job, program_env
+from outspool.settings import Settings
+
+IDLE_POLL = 0.1  # seconds between looks at the queue when there is nothing to do
+
+
+def _log(message: str) -> None:
+    print(f"outspool worker: {message}", file=sys.stderr, flush=True)
+
+
+class Worker:
+    """Runs queued executions from one store until stopped (or, in burst mode, until empty)."""
+
+    def __init__(
+        self,
+        db: str | None = None,
+        settings: Settings | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+        log: Callable[[str], None] = _log,
+    ) -> None:
+        self.settings = settings or Settings.load()
+        self.spool = Outspool(db, self.settings, kind="worker")
+        self.concurrency = concurrency or os.cpu_count() or 1
+        self.burst = burst
+        self._log = log
+        self._running: dict[str, Running] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._force = False
+        self.completed = 0
+
+    @property
+    def worker_id(self) -> str:
+        return self.spool.worker_id
+
+    def stop(self, force: bool = False) -> None:
+        """Ask the loop to stop (safe from a signal handler): drain, or with force stop now."""
+        self._stopping = True
+        self._force = self._force or force
+        self._wake.set()
+
+    def run(self) -> None:
+        """Work until stopped; always commits all output and records every ending."""
+        self.spool.open()
+        try:
+            _ = self.spool.writer  # registers this worker and starts its heartbeat
+            self._log(f"{self.worker_id} started, concurrency {self.concurrency}")
+            self._loop()
+            self._shutdown()
+        finally:
+            self.spool.close()
+            self._log(f"{self.worker_id} stopped after {self.completed} executions")
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_recovery = 0.0
+        while not self._stopping:
+            if time.monotonic() >= next_recovery:
+                for lost in recover(self.spool.store, self.settings):
+                    self._log(f"{lost} lost: its capturing process stopped heartbeating")
+                next_recovery = time.monotonic() + self.settings.heartbeat_timeout / 2
+            claimed = self._claim()
+            with self._lock:
+                busy = len(self._running)
+            if self.burst and not claimed and busy == 0:
+                return
+            if not claimed or busy >= self.concurrency:
+                self._wake.wait(IDLE_POLL)
+                self._wake.clear()
+
+    def _claim(self) -> bool:
+        """Start as many queued executions as there are free slots; True if any started."""
+        started = False
+        while not self._stopping:
+            with self._lock:
+                if len(self._running) >= self.concurrency:
+                    return started
+            execution = self.spool.store.claim(self.worker_id, time.time())
+            if execution is None:
+                return started
+            self._start(execution)
+            started = True
+        return started
+
+    def _start(self, execution: Execution) -> None:
+        workdir = None if execution.cwd else tempfile.mkdtemp(prefix="outspool-")
+        base = {k: os.environ[k] for k in self.settings.env_allowlist if k in os.environ}
+        env = program_env(self.settings, execution, base)
+        if workdir is not None:
+            execution = replace(execution, cwd=workdir)
+        if execution.language is not None:  # resolve with this machine's interpreters
+            job = Job(language=execution.language, code=execution.code)
+            try:
+                execution = replace(execution, command=job.argv(self.settings))
+            except OutspoolError:
+                pass  # the stored command is tried; a spawn error ends it failed
+        self._log(f"started {execution.id}: {' '.join(execution.command)[:80]}")
+
+        def ended(handle: Running) -> None:
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+            with self._lock:
+                self._running.pop(handle.id, None)
+                self.completed += 1
+            self._report(handle)
+            self._wake.set()
+
+        with self._lock:
+            self._running[execution.id] = self.spool.launch(
+                execution, env=env, child_setup=self._limits(), on_end=ended
+            )
+
+    def _report(self, handle: Running) -> None:
+        if handle.error is not None and not isinstance(handle.error, OutspoolError):
+            self._log(f"{handle.id} crashed the worker thread: {handle.error!r}")
+            return
+        try:
+            ex = handle.execution()
+        except OutspoolError as exc:
+            self._log(f"{handle.id} ended, but its record cannot be read: {exc}")
+            return
+        how = ex.reason or (f"exit {ex.exit_code}" if ex.exit_code is not None else "")
+        took = f" in {ex.duration:.2f} s" if ex.duration is not None else ""
+        self._log(f"{ex.id} {ex.status.value} ({how}){took}")
+
+    def _limits(self) -> Callable[[], None] | None:
+        s = self.settings
+        limits = [
+            (resource.RLIMIT_AS, s.limit_address_space),
+            (resource.RLIMIT_CPU, s.limit_cpu_seconds),
+            (resource.RLIMIT_FSIZE, s.limit_file_size),
+            (resource.RLIMIT_NOFILE, s.limit_open_files),
+        ]
+        chosen = [(what, value) for what, value in limits if value is not None]
+        if not chosen:
+            return None
+
+        def apply() -> None:
+            for what, value in chosen:
+                resource.setrlimit(what, (value, value))
+
+        return apply
+
+    # --- shutdown ----------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        with self._lock:
+            waiting = len(self._running)
+        if waiting:
+            self._log(
+                f"shutting down: waiting up to {self.settings.shutdown_grace:g} s "
+                f"for {waiting} running"
+            )
+        while not self._force and time.monotonic() < deadline:
+            with self._lock:
+                if not self._running:
+                    return
+            self._wake.wait(min(IDLE_POLL, max(0.0, deadline - time.monotonic())))
+            self._wake.clear()
+        with self._lock:
+            handles = list(self._running.values())
+        for handle in handles:
+            handle.cancel("worker shutdown", force=self._force)
+        for handle in handles:
+            while not handle.join(IDLE_POLL):
+                if self._force:
+                    handle.cancel("worker shutdown", force=True)
