@@ -13,6 +13,7 @@ the resource limits from settings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -122,10 +123,9 @@ class Worker:
             execution = replace(execution, cwd=workdir)
         if execution.language is not None:  # resolve with this machine's interpreters
             job = Job(language=execution.language, code=execution.code)
-            try:
+            # an unknown language here: the stored command is tried as it is
+            with contextlib.suppress(OutspoolError):
                 execution = replace(execution, command=job.argv(self.settings))
-            except OutspoolError:
-                pass  # the stored command is tried; a spawn error ends it failed
         self._log(f"started {execution.id}: {' '.join(execution.command)[:80]}")
 
         def ended(handle: Running) -> None:
