@@ -370,6 +370,28 @@ def recover(db: str | None) -> None:
     click.echo(f"{len(lost)} execution(s) marked lost", err=True)
 
 
+# --- web ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8765, show_default=True)
+@click.option(
+    "--token",
+    help="Bearer token required on every request [env: OUTSPOOL_TOKEN]; "
+    "mandatory when binding beyond loopback.",
+)
+def serve(db: str | None, host: str, port: int, token: str | None) -> None:
+    """Serve the live monitor: JSON API under /api, live streams, and a web page."""
+    try:
+        from outspool.web.server import serve as run_server
+    except ImportError as exc:
+        raise OutspoolError(f"the web monitor needs: pip install 'outspool[web]' ({exc})") from None
+    settings = Settings.load()
+    run_server(db, settings, host=host, port=port, token=token or settings.token)
+
+
 # --- entry point -------------------------------------------------------------------------
 
 
