@@ -1,0 +1,134 @@
+"""Helpers shared by the test layers: polling with a deadline, the CLI as a subprocess,
+and small child programs. No sleeps choreograph anything: tests wait for a condition."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: Where the CLI is started from: the package as a module of the running interpreter.
+CLI = (sys.executable, "-m", "outspool.cli")
+
+#: A child that replays a script of writes: records of (fd: u8, pause: u8, length: u32, bytes).
+REPLAY = r"""
+import os, struct, sys, time
+data = open(sys.argv[1], "rb").read()
+pos = 0
+while pos < len(data):
+    fd, pause, n = struct.unpack_from("<BBI", data, pos)
+    pos += 6
+    view = memoryview(data)[pos : pos + n]
+    pos += n
+    while view:
+        view = view[os.write(fd, view) :]
+    if pause:
+        time.sleep(0.001)
+"""
+
+
+class Deadline(AssertionError):
+    """A condition did not become true in time."""
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    message: str = "condition",
+    interval: float = 0.005,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise Deadline(f"{message} not reached within {timeout} s")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a finished CLI process left behind."""
+
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.stderr.decode("utf-8", "replace").splitlines()
+
+
+def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Our environment without any OUTSPOOL_* variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTSPOOL_")}
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    cwd: Path | None = None,
+) -> CliResult:
+    """Run ``outspool ARGS...`` as a real process to its end."""
+    done = subprocess.run(
+        [*CLI, *args],
+        env=cli_env(env),
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def encode_writes(writes: Sequence[tuple[int, bytes, bool]]) -> bytes:
+    """The script :data:`REPLAY` reads: (fd, data, pause after) per write."""
+    out = bytearray()
+    for fd, data, pause in writes:
+        out += bytes([fd, int(pause)]) + len(data).to_bytes(4, "little") + data
+    return bytes(out)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
+
+
+def blocked_writing_pipe(pid: int) -> bool:
+    """True when ``pid`` sleeps in a write to a full pipe."""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    if "pipe" in wchan:
+        return "write" in wchan
+    # wchan hidden: the write syscall (x86-64: 1, arm64: 64) on fd 1 or 2, still in progress
+    return len(syscall) > 1 and syscall[0] in ("1", "64") and syscall[1] in ("0x1", "0x2")
+
+
+def proc_io(pid: int | str = "self") -> dict[str, int]:
+    """The counters of /proc/PID/io (rchar, wchar, write_bytes, ...)."""
+    counters = {}
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        key, value = line.split(":")
+        counters[key] = int(value)
+    return counters

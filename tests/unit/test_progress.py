@@ -1,0 +1,111 @@
+"""Monitoring: recent lines and the progress field, latest wins."""
+
+from __future__ import annotations
+
+import pytest
+
+from outspool.progress import MAX_LINE, Monitor, Progress, compile_patterns, parse_progress
+from outspool.settings import DEFAULT_PROGRESS_PATTERNS
+
+DEFAULT = compile_patterns(DEFAULT_PROGRESS_PATTERNS)
+
+
+def test_recent_lines_keeps_the_last_n_in_order() -> None:
+    mon = Monitor(DEFAULT, recent_lines=3)
+    mon.feed(b"".join(b"line %d\n" % i for i in range(10)))
+    assert mon.recent() == [b"line 7", b"line 8", b"line 9"]
+
+
+def test_recent_lines_joins_lines_split_across_reads() -> None:
+    mon = Monitor(None, recent_lines=5)
+    for piece in (b"hel", b"lo\nwor", b"ld", b"\n", b"tail"):
+        mon.feed(piece)
+    assert mon.recent() == [b"hello", b"world", b"tail"]
+
+
+def test_recent_lines_counts_the_unfinished_line() -> None:
+    mon = Monitor(None, recent_lines=2)
+    mon.feed(b"a\nb\nc\npartial")
+    assert mon.recent() == [b"c", b"partial"]
+
+
+def test_recent_lines_cuts_very_long_lines_in_memory() -> None:
+    mon = Monitor(None, recent_lines=2)
+    for _ in range(10):
+        mon.feed(b"x" * MAX_LINE)
+    assert [len(line) for line in mon.recent()] == [MAX_LINE]
+    mon.feed(b"\nshort\n")
+    assert mon.recent() == [b"x" * MAX_LINE, b"short"]
+
+
+def test_tqdm_bar_redrawn_with_carriage_return_gives_its_current_text() -> None:
+    mon = Monitor(DEFAULT)
+    mon.feed(b"\r  0%|          | 0/10")
+    mon.feed(b"\r 40%|####      | 4/10\r 70%|#######   | 7/10")
+    assert mon.progress == Progress("70%|#######   | 7/10", 70.0)
+
+
+def test_latest_match_wins_within_one_read() -> None:
+    mon = Monitor(DEFAULT)
+    mon.feed(b"step 1\nstep 2\nplain\nstep 3 of 9\nnothing here\n")
+    assert mon.progress is not None
+    assert mon.progress.text == "step 3 of 9"
+    assert mon.progress.percent is None
+
+
+def test_progress_coalesces_and_is_taken_once() -> None:
+    mon = Monitor(DEFAULT)
+    for i in range(1, 50):
+        mon.feed(b"%d%%\n" % i)
+    assert mon.take_progress() == Progress("49%", 49.0)
+    assert mon.take_progress() is None  # nothing new: no write
+    mon.feed(b"no match\n")
+    assert mon.take_progress() is None
+    mon.feed(b"WARNING: disk\n")  # case-insensitive
+    assert mon.take_progress() == Progress("WARNING: disk", None)
+
+
+def test_same_progress_again_is_not_dirty() -> None:
+    mon = Monitor(DEFAULT)
+    mon.feed(b"50%\n")
+    assert mon.take_progress() is not None
+    mon.feed(b"50%\n")
+    assert mon.take_progress() is None
+
+
+@pytest.mark.parametrize(
+    ("line", "percent"),
+    [
+        (b"12%", 12.0),
+        (b"done 12.5 %", 12.5),
+        (b"150% of budget", 100.0),
+        (b"error: nope", None),
+        (b"\xff\xfe 3%", 3.0),
+    ],
+)
+def test_parse_progress_percent(line: bytes, percent: float | None) -> None:
+    found = parse_progress(line)
+    assert found.percent == percent
+    assert found.text == line.decode("utf-8", "replace").strip()
+
+
+def test_no_patterns_means_no_progress() -> None:
+    assert compile_patterns([]) is None
+    mon = Monitor(None)
+    mon.feed(b"50%\n")
+    assert mon.progress is None
+    assert mon.take_progress() is None
+
+
+def test_custom_patterns() -> None:
+    mon = Monitor(compile_patterns([r"epoch \d+"]))
+    mon.feed(b"50%\nEpoch 3/10\nloss 0.1\n")
+    assert mon.take_progress() == Progress("Epoch 3/10", None)
+
+
+def test_only_the_tail_of_a_read_is_scanned() -> None:
+    mon = Monitor(DEFAULT, scan_bytes=256)
+    mon.feed(b"99%\n" + b"." * 1000)
+    assert mon.progress is None
+    mon.feed(b"." * 1000 + b"\n42%\n")
+    assert mon.progress == Progress("42%", 42.0)
