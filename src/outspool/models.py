@@ -137,7 +137,7 @@ class Execution:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "last_output_at": iso(self.last_output_at),
-            "duration": self.duration,
+            "duration": None if self.duration is None else round(self.duration, 3),
             "stdout_size": self.stdout_size,
             "stderr_size": self.stderr_size,
             "output_truncated": self.output_truncated,

@@ -103,6 +103,9 @@ class Monitor:
         for segment in reversed(_LINE_BREAK.split(tail)):
             if segment.strip() and self._pattern.search(segment):
                 found = parse_progress(segment)
+                if found.percent is None and self.progress is not None:
+                    # a line without a percentage keeps the last known one
+                    found = Progress(found.text, self.progress.percent)
                 if found != self.progress:
                     self.progress = found
                     self.progress_dirty = True
