@@ -21,7 +21,14 @@ from outspool.errors import ConfigError
 
 ENV_PREFIX = "OUTSPOOL_"
 #: Environment variables with our prefix that are not settings.
-NON_SETTINGS = frozenset({"OUTSPOOL_TEST_POSTGRES", "OUTSPOOL_TEST_DSN", "OUTSPOOL_EXECUTION_ID"})
+NON_SETTINGS = frozenset(
+    {
+        "OUTSPOOL_TEST_POSTGRES",
+        "OUTSPOOL_TEST_DSN",
+        "OUTSPOOL_TEST_BROWSER",
+        "OUTSPOOL_EXECUTION_ID",
+    }
+)
 
 KiB = 1024
 MiB = 1024 * KiB
