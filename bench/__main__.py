@@ -1,0 +1,218 @@
+"""``python -m bench --quick|--full [--only SCENARIO,...]``: the benchmark suite of issue 5.
+
+Writes bench/results/<mode>.md and .json (not with --only, which prints the table instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from bench import concurrency, live, outspool_api, report
+from bench import contenders as c
+from bench.common import MIB, RESULTS, WORK, Row
+from bench.streams import Entry, references, run_scenario
+
+
+@dataclass(frozen=True)
+class Sizes:
+    runs: int
+    bulk: tuple[int, int]
+    lines: int
+    mixed: int
+    stderr: int
+    naive_delete_lines: int
+    naive_wal_lines: int
+    trickle: int
+    fanin_lines: int
+    shared_lines: int
+    shared_naive_lines: int
+
+
+QUICK = Sizes(
+    1, (8 * MIB, 32 * MIB), 150_000, 30_000, 1 * MIB, 1_000, 3_000, 50, 80_000, 30_000, 1_000
+)
+FULL = Sizes(
+    3,
+    (256 * MIB, 1024 * MIB),
+    1_000_000,
+    300_000,
+    16 * MIB,
+    20_000,
+    100_000,
+    500,
+    1_000_000,
+    250_000,
+    10_000,
+)
+
+NAIVE_NOTE = "one INSERT + commit per line; run on fewer lines (see notes), MB/s comparable"
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024} GiB" if n >= 1024 * MIB else f"{n // MIB} MiB"
+
+
+def _stream_plans(s: Sizes) -> list[tuple[str, str, str, int, list[Entry]]]:
+    sketch = Entry("design sketch (port)", c.sketch_port())
+    literal = Entry("design sketch, literal async flush", c.sketch_port(literal=True), runs=1)
+    sv = Entry("supervisord", c.supervisord)
+    ours = Entry(report.OUTSPOOL, c.outspool)
+    naive_d = Entry(
+        "naive per-line INSERT, journal=delete", c.naive("delete"), s.naive_delete_lines, 1
+    )
+    naive_w = Entry("naive per-line INSERT, journal=wal", c.naive("wal"), s.naive_wal_lines, 1)
+    refs = references()
+    plans = [
+        (
+            f"bulk-{_size(n)}",
+            f"bulk: {_size(n)} in 64 KiB writes",
+            "bulk",
+            n,
+            [*refs, sketch, sv, ours],
+        )
+        for n in s.bulk
+    ]
+    naive_mixed = Entry(naive_w.name, naive_w.run, s.naive_wal_lines, 1)
+    naive_err = Entry(naive_w.name, naive_w.run, s.naive_wal_lines * 61, 1)
+    plans += [
+        ("lines", f"log lines: {s.lines:,} lines of ~60 bytes, one write each", "lines", s.lines,
+         [*refs, naive_d, naive_w, sketch, sv, ours]),
+        ("mixed", f"mixed: {s.mixed:,} numbered lines, every third on stderr", "mixed", s.mixed,
+         [*refs, naive_mixed, sketch, literal, sv, ours]),
+        ("stderr", f"stderr-heavy: {_size(s.stderr)} on stderr in 4 KiB writes", "stderr",
+         s.stderr, [*refs, naive_err, sketch, sv, ours]),
+    ]  # fmt: skip
+    return plans
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sizes, 1 run (default)")
+    mode.add_argument("--full", action="store_true", help="issue 5's sizes, median of 3 runs")
+    parser.add_argument("--only", help="comma-separated scenario names; prints, writes nothing")
+    args = parser.parse_args(argv)
+    name = "full" if args.full else "quick"
+    sizes = FULL if args.full else QUICK
+    only = set(args.only.split(",")) if args.only else None
+    started = time.monotonic()
+    notes = _notes(name, sizes)
+    missing = outspool_api.available()
+    skip = {report.OUTSPOOL: f"NOT RUN: {missing}"} if missing else {}
+    if missing:
+        notes.append(f"- **outspool was not measured**: {missing}.")
+    results, titles = _run_all(sizes, only, skip)
+    big = f"bulk-{_size(sizes.bulk[1])}"
+    text = report.write(
+        name,
+        results=results,
+        titles=titles,
+        bulk_big=big,
+        notes=notes,
+        elapsed=time.monotonic() - started,
+        out_dir=None if only else RESULTS,
+    )
+    shutil.rmtree(WORK, ignore_errors=True)
+    print(text)
+    return 0
+
+
+def _run_all(
+    sizes: Sizes, only: set[str] | None, skip: dict[str, str]
+) -> tuple[dict[str, list[Row]], dict[str, str]]:
+    results: dict[str, list[Row]] = {}
+    titles: dict[str, str] = {}
+
+    def scenario(key: str, title: str, run: Callable[[], list[Row]]) -> None:
+        if only is None or key in only:
+            print(f"== {title}", file=sys.stderr, flush=True)
+            titles[key] = title
+            began = time.monotonic()
+            results[key] = run()
+            print(f"   ({time.monotonic() - began:.1f} s)", file=sys.stderr, flush=True)
+
+    for key, title, kind, count, entries in _stream_plans(sizes):
+        run = partial(run_scenario, key, kind, count, entries=entries, runs=sizes.runs, skip=skip)
+        scenario(key, title, run)
+    title = f"trickle: {sizes.trickle} lines, one every 10 ms; visibility latency"
+    scenario("trickle", title, partial(_trickle, sizes.trickle, skip))
+    for n in (16, 64):
+        per = sizes.fanin_lines // n
+        title = f"fan-in: {n} programs x {per:,} lines, captured by one process"
+        scenario(f"fanin-{n}", title, partial(concurrency.fanin, n, per))
+    title = (
+        "4 capturing processes on one database file + a reader of the last 100 lines"
+        " every 10 ms (producers start after 1 s; not in wall)"
+    )
+    scenario("shared-4", title, partial(_shared, sizes, skip))
+    return results, titles
+
+
+def _trickle(count: int, skip: dict[str, str]) -> list[Row]:
+    rows = []
+    for title, fn in live.CONTENDERS:
+        if fn is live.outspool and skip:
+            rows.append(Row(contender=report.OUTSPOOL, runs=0, note=skip[report.OUTSPOOL]))
+            continue
+        row = live.run_one(title, fn, count)
+        if fn is live.outspool:
+            row.contender = report.OUTSPOOL
+            row.note += "; follower: `outspool logs --follow --raw`"
+        rows.append(row)
+    return rows
+
+
+def _shared(s: Sizes, skip: dict[str, str]) -> list[Row]:
+    rows = [
+        concurrency.shared_file("design sketch, default journal", "sketch", 4, s.shared_lines),
+        concurrency.shared_file(
+            f"naive per-line INSERT, WAL ({s.shared_naive_lines:,} lines each)",
+            "naive",
+            4,
+            s.shared_naive_lines,
+        ),
+    ]
+    if skip:
+        rows.append(Row(contender=report.OUTSPOOL, runs=0, note=skip[report.OUTSPOOL]))
+    else:
+        rows.append(concurrency.shared_file(report.OUTSPOOL, "outspool", 4, s.shared_lines))
+    return rows
+
+
+def _notes(mode: str, s: Sizes) -> list[str]:
+    return [
+        "How to read this:",
+        f"- Each figure is the median of {s.runs} run(s), contenders interleaved round by round;"
+        " a contender whose first run took over 15 s is run once (`runs` column).",
+        "- *÷ cat > file* and *÷ Py loop*: time per output byte divided by that of"
+        " `producer | cat > file` and of the minimal Python 64 KiB read-and-append loop,"
+        " both measured in this same run (equal to the ratio of wall times at equal sizes).",
+        "- CPU s, peak RSS and disk bytes are those of the *capturing* process only (cat, the"
+        " loop, the sketch, supervisord, `outspool run`): CPU from /proc/PID/stat read on the"
+        " exited-but-unreaped process (children excluded), peak RSS = VmHWM sampled every"
+        " 20 ms, disk bytes = write_bytes of /proc/PID/io on the exited process (pages it"
+        " dirtied in the page cache; nothing is fsynced by the harness). For `> /dev/null` and"
+        " `> file` there is no capturer: those figures are the producer's.",
+        "- *identical*: sha256 of the stored output of each stream equals the producer's;"
+        " for shell baselines (`2>&1` into one sink) the merged stream is compared.",
+        f"- Naive per-line INSERT runs on {s.naive_delete_lines:,} (delete journal) and"
+        f" {s.naive_wal_lines:,} (WAL) lines, not the full size: at ~1,300 and ~6,400"
+        " commits/s on this disk the full size would take minutes; MB/s and the ratios are"
+        " per byte and so comparable.",
+        "- The design sketch counts pipe reads, not lines, against its 100-line limit, and"
+        " decodes each read as UTF-8 on its own (faithful to `data.toString()`).",
+        "- The bulk producer cycles 16 distinct pre-built 64 KiB blocks of base64 text"
+        " (compressible ~1.3x); log lines are highly compressible.",
+        "- supervisord's wall time runs from its start until its event listener heard the"
+        " program exit (supervisord's ~1-2 s start-up is included, as a user would pay it).",
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
