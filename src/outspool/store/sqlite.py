@@ -109,6 +109,8 @@ class SqliteStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
+        if self._current_version(conn) == SCHEMA_VERSION:
+            return  # the common case takes no write lock, so readers never wait here
         with self._transaction("upgrade") as conn:
             conn.execute(SQL["schema_version_table"])
             row = conn.execute(SQL["schema_version"]).fetchone()
@@ -124,6 +126,16 @@ class SqliteStore:
             if version != SCHEMA_VERSION:
                 for statement in _statements(SQL["set_schema_version"]):
                     conn.execute(statement, {"version": SCHEMA_VERSION})
+
+    def _current_version(self, conn: sqlite3.Connection) -> int | None:
+        with self._errors("open"):
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outspool_schema'"
+            ).fetchone()
+            if exists is None:
+                return None
+            row = conn.execute(SQL["schema_version"]).fetchone()
+        return int(row[0]) if row else None
 
     def schema_version(self) -> int:
         with self._errors("read"):
