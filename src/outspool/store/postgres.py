@@ -1,0 +1,542 @@
+"""The PostgreSQL backend: one database shared by workers and followers on many machines.
+
+Connections come from a ``psycopg_pool.ConnectionPool`` in autocommit mode: a
+read is one round trip, a write is one explicit transaction. A pooled
+connection is checked before it is handed out, so one that died (server
+restart, ``pg_terminate_backend``, a network cut) is replaced instead of
+failing the next call. Every failure becomes a one-line :class:`StoreError`;
+the writer retries those, and its retries are safe because chunk inserts skip
+rows that already exist and totals are absolute values.
+
+Changes are pushed: the statements that change what a follower sees call
+``pg_notify('outspool', execution_id)``, and :meth:`PostgresStore.wait` is
+woken by one LISTEN connection per store (:class:`Listener`), however many
+threads wait.
+
+``?schema=NAME`` in the URL keeps outspool's tables in that schema (created if
+missing): the parameter is removed before connecting and every connection sets
+its ``search_path`` to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from outspool.codec import ChunkRecord
+from outspool.errors import NotFoundError, SchemaTooNewError, StoreError
+from outspool.models import Execution, Outcome, Status, Stream
+from outspool.settings import Settings
+from outspool.store import queries
+from outspool.store.base import SCHEMA_VERSION, LostExecution, NewExecution, WriteBatch
+
+SQL = queries.load("postgres")
+
+#: The NOTIFY channel the queries in postgres.sql send on; the payload is an execution ID.
+CHANNEL = "outspool"
+#: Most connections one store holds (writer, heartbeat, worker loop, readers).
+POOL_MAX = 10
+#: Seconds to wait for a server that does not answer a new connection.
+CONNECT_TIMEOUT = 10
+
+#: The listener keeps per-execution state for this many executions at least...
+WATCHES_KEPT = 256
+#: ...and drops the state of one nobody has waited on for this many seconds.
+WATCH_IDLE = 60.0
+
+# The pool logs each failed reconnection; the writer already reports the outage once.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed database URL: what to connect to, and how to name it in messages."""
+
+    conninfo: str  #: the URL without outspool's own parameters
+    schema: str | None
+    host: str
+    port: str
+    dbname: str
+    user: str
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        params = parse_qsl(parts.query, keep_blank_values=True)
+        schema = next((v for k, v in params if k == "schema"), None)
+        rest = urlencode([(k, v) for k, v in params if k != "schema"])
+        conninfo = urlunsplit(parts._replace(query=rest))
+        try:
+            info = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"bad PostgreSQL URL {_mask(url)}: {_first_line(exc)}") from None
+        if schema == "":
+            raise StoreError(f"bad PostgreSQL URL {_mask(url)}: empty schema")
+        return cls(
+            conninfo=conninfo,
+            schema=schema,
+            host=str(info.get("host") or parts.hostname or "localhost"),
+            port=str(info.get("port") or parts.port or 5432),
+            dbname=str(info.get("dbname") or ""),
+            user=str(info.get("user") or ""),
+            password=None if info.get("password") is None else str(info.get("password")),
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class PostgresStore:
+    """A store in a PostgreSQL database (or one schema of it)."""
+
+    can_push = True
+
+    def __init__(self, url: str, settings: Settings | None = None) -> None:
+        self.url = url
+        self.target = Target.parse(url)
+        self._timeout = (settings or Settings.load()).busy_timeout
+        self._pool: ConnectionPool | None = None
+        self._listener: Listener | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return _mask(self.url)
+
+    # --- connections -----------------------------------------------------------
+
+    def connect(self) -> psycopg.Connection[dict[str, Any]]:
+        """A new connection outside the pool, configured like pooled ones (caller closes)."""
+        with self._errors("connect to"):
+            conn = psycopg.connect(
+                self.target.conninfo,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=CONNECT_TIMEOUT,
+            )
+            try:
+                self._configure(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        if self.target.schema is not None:
+            conn.execute(
+                sql.SQL("SET search_path TO {}").format(sql.Identifier(self.target.schema))
+            )
+
+    def _get_pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.target.conninfo,
+                    min_size=1,
+                    max_size=POOL_MAX,
+                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                    configure=self._configure,
+                    check=ConnectionPool.check_connection,
+                    timeout=max(1.0, self._timeout),
+                    name=f"outspool {self.target.where}",
+                    open=False,
+                )
+                self._pool.open(wait=False)
+            return self._pool
+
+    @contextlib.contextmanager
+    def _conn(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        with self._errors(doing), self._get_pool().connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _transaction(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        with self._conn(doing) as conn, conn.transaction():
+            yield conn
+
+    def _rows(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        with self._conn("read") as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(SQL[query], params).fetchall()
+
+    def _chunks(self, query: str, params: Mapping[str, Any]) -> list[ChunkRecord]:
+        """Chunk rows, fetched in binary so blobs arrive as they are stored."""
+        with self._conn("read") as conn, conn.cursor(binary=True) as cur:
+            return [ChunkRecord(*r) for r in cur.execute(SQL[query], params).fetchall()]
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        if pool is not None:
+            pool.close()
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except PoolTimeout:
+            raise StoreError(
+                f"cannot reach PostgreSQL at {self.target.where}: "
+                f"no connection within {max(1.0, self._timeout):g} s"
+            ) from None
+        except psycopg.Error as exc:
+            raise StoreError(self._explain(doing, exc)) from None
+
+    def _explain(self, doing: str, exc: psycopg.Error) -> str:
+        text = _first_line(exc)
+        if self.target.password:
+            text = text.replace(self.target.password, "***")
+        where = self.target.where
+        if isinstance(exc, psycopg.OperationalError) and (
+            "connection failed" in text or "failed to resolve" in text
+        ):
+            reason = text.rsplit("failed: ", 1)[-1].strip()
+            if reason.startswith("FATAL:"):
+                reason = reason.removeprefix("FATAL:").strip()
+                return f"PostgreSQL at {where} refused the connection: {reason}"
+            return f"cannot reach PostgreSQL at {where}: {reason}"
+        if isinstance(exc, psycopg.OperationalError) and _connection_lost(exc):
+            return f"lost the connection to PostgreSQL at {where}: {text}"
+        return f"cannot {doing} PostgreSQL database {self.describe()}: {text}"
+
+    # --- schema ----------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with contextlib.closing(self.connect()) as conn, self._errors("upgrade"):
+            self._create_schema(conn)
+            with conn.transaction():
+                for statement in _statements(SQL["schema_version_table"]):
+                    conn.execute(statement)
+                row = conn.execute(SQL["schema_version"]).fetchone()
+                version = row["version"] if row else 0
+                if version > SCHEMA_VERSION:
+                    raise SchemaTooNewError(
+                        f"{self.describe()} was written by a newer outspool (format {version}; "
+                        f"this version reads up to {SCHEMA_VERSION}): upgrade outspool to open it"
+                    )
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _statements(SQL[f"migrate_{step}"]):
+                        conn.execute(statement)
+                if version != SCHEMA_VERSION:
+                    for statement in _statements(SQL["set_schema_version"]):
+                        conn.execute(statement, {"version": SCHEMA_VERSION})
+
+    def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
+        if self.target.schema is None:
+            return
+        name = sql.Identifier(self.target.schema)
+        # Two openers may both find the schema missing: the loser's error means it exists.
+        with contextlib.suppress(psycopg.errors.UniqueViolation):
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+
+    def schema_version(self) -> int:
+        rows = self._rows("schema_version", {})
+        return int(rows[0]["version"]) if rows else 0
+
+    # --- executions ------------------------------------------------------------
+
+    def create(self, new: NewExecution, execution_id: str, created_at: float) -> Execution:
+        params = {
+            "id": execution_id,
+            "name": new.name,
+            "status": new.status.value,
+            "command": json.dumps(list(new.command)),
+            "language": new.language,
+            "code": new.code,
+            "cwd": new.cwd,
+            "env": json.dumps(dict(new.env)) if new.env else None,
+            "timeout": new.timeout,
+            "pty": new.pty,
+            "created_at": created_at,
+            "worker_id": new.worker_id,
+        }
+        with self._conn("write to") as conn:
+            conn.execute(SQL["insert_execution"], params)
+        return self.get(execution_id)
+
+    def mark_running(
+        self, execution_id: str, pid: int | None, started_at: float, worker_id: str | None
+    ) -> None:
+        params = {"id": execution_id, "pid": pid, "started_at": started_at, "worker_id": worker_id}
+        with self._conn("write to") as conn:
+            conn.execute(SQL["mark_running"], params)
+
+    def write(self, batch: WriteBatch) -> None:
+        chunk_rows = [_chunk_params(c) for c in batch.chunks]
+        totals = [
+            {
+                "id": u.execution_id,
+                "stdout_size": u.stdout_size,
+                "stderr_size": u.stderr_size,
+                "chunk_count": u.chunk_count,
+                "last_output_at": u.last_output_at,
+            }
+            for u in batch.updates
+        ]
+        progress = [
+            {
+                "id": u.execution_id,
+                "progress": u.progress.text,
+                "progress_percent": u.progress.percent,
+            }
+            for u in batch.updates
+            if u.progress is not None
+        ]
+        with self._transaction("write to") as conn, conn.cursor() as cur:
+            if chunk_rows:
+                cur.executemany(SQL["insert_chunk"], chunk_rows)
+            if totals:
+                cur.executemany(SQL["record_output"], totals)
+            if progress:
+                cur.executemany(SQL["record_progress"], progress)
+
+    def finish(
+        self,
+        execution_id: str,
+        outcome: Outcome,
+        finished_at: float,
+        inline: tuple[bytes, bytes] | None,
+    ) -> bool:
+        params: dict[str, Any] = {
+            "id": execution_id,
+            "status": outcome.status.value,
+            "exit_code": outcome.exit_code,
+            "signal": outcome.signal,
+            "reason": outcome.reason,
+            "finished_at": finished_at,
+            "output_truncated": inline is None,
+            "stdout": inline[0] if inline else None,
+            "stderr": inline[1] if inline else None,
+        }
+        with self._conn("write to") as conn:
+            return conn.execute(SQL["finish_execution"], params).rowcount == 1
+
+    def get(self, execution_id: str) -> Execution:
+        rows = self._rows("get_execution", {"id": execution_id})
+        if not rows and execution_id:
+            ids = self._rows("find_by_prefix", {"prefix": execution_id})
+            if len(ids) == 1:
+                rows = self._rows("get_execution", {"id": ids[0]["id"]})
+        if not rows:
+            raise NotFoundError(f"no execution {execution_id!r} in {self.describe()}")
+        return Execution.from_row(rows[0])
+
+    def list_executions(
+        self, status: Status | None = None, limit: int = 50, before: str | None = None
+    ) -> list[Execution]:
+        params = {"status": status.value if status else None, "limit": limit, "before": before}
+        return [Execution.from_row(r) for r in self._rows("list_executions", params)]
+
+    # --- output ----------------------------------------------------------------
+
+    def chunks_after(self, execution_id: str, after: int, limit: int) -> list[ChunkRecord]:
+        return self._chunks("chunks_after", {"id": execution_id, "after": after, "limit": limit})
+
+    def chunks_before(self, execution_id: str, before: int, limit: int) -> list[ChunkRecord]:
+        params = {"id": execution_id, "before": before, "limit": limit}
+        return self._chunks("chunks_before", params)
+
+    def chunk_containing(self, execution_id: str, stream: Stream | None, offset: int) -> int | None:
+        name = "chunk_containing_" + (stream.name.lower() if stream else "all")
+        found = self._rows(name, {"id": execution_id, "offset": offset})[0]["max"]
+        return None if found is None else int(found)
+
+    def wait(self, execution_id: str, timeout: float) -> None:
+        """Sleep until a NOTIFY for ``execution_id`` arrives (or ``timeout`` passes)."""
+        with self._lock:
+            if self._listener is None:
+                self._listener = Listener(self)
+                self._listener.start()
+            listener = self._listener
+        listener.wait(execution_id, timeout)
+
+    # --- the queue ---------------------------------------------------------------------
+
+    def claim(self, worker_id: str, now: float) -> Execution | None:
+        if not self._rows("queued_exists", {}):
+            return None  # the common idle case costs a read, not a row lock
+        with self._conn("write to") as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(SQL["claim_next"], {"worker_id": worker_id, "now": now}).fetchone()
+        return None if row is None else Execution.from_row(row)
+
+    def register_worker(
+        self, worker_id: str, hostname: str, pid: int, kind: str, now: float
+    ) -> None:
+        params = {"id": worker_id, "hostname": hostname, "pid": pid, "kind": kind, "now": now}
+        with self._conn("write to") as conn:
+            conn.execute(SQL["register_worker"], params)
+
+    def heartbeat(self, worker_id: str, now: float, stopped: bool = False) -> None:
+        query = SQL["unregister_worker" if stopped else "heartbeat"]
+        with self._conn("write to") as conn:
+            conn.execute(query, {"id": worker_id, "now": now})
+
+    def cancel(self, execution_id: str, now: float, reason: str) -> Execution:
+        ex = self.get(execution_id)
+        params = {"id": ex.id, "now": now, "reason": reason}
+        with self._transaction("write to") as conn:
+            if conn.execute(SQL["cancel_queued"], params).rowcount == 0:
+                conn.execute(SQL["request_cancel"], params)
+        return self.get(ex.id)
+
+    def cancel_requests(self, worker_id: str) -> list[tuple[str, str | None]]:
+        rows = self._rows("cancel_requests", {"worker_id": worker_id})
+        return [(r["id"], r["reason"]) for r in rows]
+
+    def find_lost(self, stale_before: float) -> list[LostExecution]:
+        rows = self._rows("find_lost", {"stale_before": stale_before})
+        return [LostExecution(r["id"], r["pid"], r["worker_id"], r["hostname"]) for r in rows]
+
+    def mark_lost(self, execution_id: str, now: float, reason: str) -> bool:
+        params = {"id": execution_id, "now": now, "reason": reason}
+        with self._conn("write to") as conn:
+            return conn.execute(SQL["mark_lost"], params).rowcount == 1
+
+
+@dataclass
+class _Watch:
+    """What the listener knows of one watched execution."""
+
+    cond: threading.Condition
+    generation: int = 0  #: bumped on every notification
+    waiting: int = 0
+    used: float = 0.0  #: when a thread last waited on it (monotonic)
+    seen: dict[int, int] = field(default_factory=dict)  #: thread -> generation it last saw
+
+
+class Listener:
+    """One LISTEN connection per store, fanning notifications out to waiting threads.
+
+    A thread's :meth:`wait` returns at once when a notification arrived since
+    that thread's previous wait on the same execution, so a commit landing
+    between a follower's read and its next wait is not slept through. While the
+    connection is down waiters time out; on every (re)connection all of them are
+    woken, since a notification may have been missed.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._watches: dict[str, _Watch] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outspool-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(2.0)
+
+    def wait(self, execution_id: str, timeout: float) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            watch = self._watches.get(execution_id)
+            if watch is None:
+                watch = self._watches[execution_id] = _Watch(threading.Condition(self._lock))
+            start = watch.seen.get(me, watch.generation)
+            watch.waiting += 1
+            try:
+                watch.cond.wait_for(lambda: watch.generation != start, timeout)
+            finally:
+                watch.waiting -= 1
+            watch.seen[me] = watch.generation
+            watch.used = time.monotonic()
+            if len(self._watches) > WATCHES_KEPT:
+                self._forget_idle(watch.used - WATCH_IDLE)
+
+    def _forget_idle(self, before: float) -> None:
+        """Under the lock: drop executions nobody has waited on since ``before``."""
+        stale = [k for k, w in self._watches.items() if not w.waiting and w.used < before]
+        for key in stale:
+            del self._watches[key]
+
+    def _wake(self, execution_id: str | None) -> None:
+        with self._lock:
+            watches = self._watches.values() if execution_id is None else []
+            if execution_id is not None and (found := self._watches.get(execution_id)):
+                watches = [found]
+            for watch in watches:
+                watch.generation += 1
+                watch.cond.notify_all()
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            try:
+                with contextlib.closing(self._store.connect()) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    self._wake(None)  # anything sent before LISTEN was missed: re-read
+                    delay = 0.05
+                    while not self._stopping.is_set():
+                        for note in conn.notifies(timeout=0.2):
+                            self._wake(note.payload)
+            except (StoreError, psycopg.Error):
+                self._wake(None)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def _chunk_params(c: ChunkRecord) -> dict[str, Any]:
+    return {
+        "execution_id": c.execution_id,
+        "chunk_index": c.chunk_index,
+        "stdout_offset": c.stdout_offset,
+        "stdout_size": c.stdout_size,
+        "stderr_offset": c.stderr_offset,
+        "stderr_size": c.stderr_size,
+        "codec": c.codec,
+        "timestamp": c.timestamp,
+        "runs": c.runs,
+        "stdout": c.stdout,
+        "stderr": c.stderr,
+    }
+
+
+def _statements(script: str) -> list[str]:
+    """Split a block of plain DDL (no semicolons inside literals) into statements."""
+    body = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def _connection_lost(exc: psycopg.Error) -> bool:
+    """The client lost the server (no SQLSTATE), or the server ended the session."""
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _mask(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (in the authority or the query)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}"
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, "***" if k == "password" else v) for k, v in params], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

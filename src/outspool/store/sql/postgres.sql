@@ -1,0 +1,244 @@
+-- Named queries for the PostgreSQL backend. Each block starts with "-- name: NAME".
+-- sqlite.sql defines the same names (a test checks it). Parameters are psycopg's
+-- %(name)s; a parameter that may be NULL or stands alone carries a cast so the
+-- server knows its type. Statements that change what a follower sees send
+-- pg_notify('outspool', execution id): delivered on commit, deduplicated within
+-- a transaction, so a group commit wakes each execution's followers once.
+
+-- name: schema_version_table
+-- Every opener takes the same transaction-scoped lock first, so concurrent
+-- openers upgrade one after another (the key is arbitrary and fixed).
+SELECT pg_advisory_xact_lock(7311885668091737101);
+CREATE TABLE IF NOT EXISTS outspool_schema (version integer NOT NULL);
+
+-- name: schema_version
+SELECT version FROM outspool_schema;
+
+-- name: set_schema_version
+DELETE FROM outspool_schema;
+INSERT INTO outspool_schema (version) VALUES (%(version)s);
+
+-- name: migrate_1
+-- IDs use the "C" collation so that ordering and prefix ranges are bytewise, as on
+-- SQLite. Chunk blobs are already compressed (or incompressible): STORAGE EXTERNAL
+-- keeps PostgreSQL from trying again.
+CREATE TABLE executions (
+    id text COLLATE "C" PRIMARY KEY,
+    name text,
+    status text NOT NULL,
+    command text NOT NULL,
+    language text,
+    code text,
+    cwd text,
+    env text,
+    timeout double precision,
+    pty boolean NOT NULL DEFAULT false,
+    exit_code integer,
+    signal integer,
+    reason text,
+    pid integer,
+    worker_id text COLLATE "C",
+    created_at double precision NOT NULL,
+    started_at double precision,
+    finished_at double precision,
+    last_output_at double precision,
+    stdout_size bigint NOT NULL DEFAULT 0,
+    stderr_size bigint NOT NULL DEFAULT 0,
+    output_truncated boolean NOT NULL DEFAULT false,
+    chunk_count integer NOT NULL DEFAULT 0,
+    progress text,
+    progress_percent double precision,
+    stdout bytea,
+    stderr bytea
+);
+CREATE INDEX executions_created ON executions (created_at, id);
+CREATE INDEX executions_status ON executions (status, created_at);
+CREATE TABLE execution_output_chunks (
+    execution_id text COLLATE "C" NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    chunk_index integer NOT NULL,
+    stdout_offset bigint NOT NULL,
+    stdout_size bigint NOT NULL,
+    stderr_offset bigint NOT NULL,
+    stderr_size bigint NOT NULL,
+    codec text NOT NULL,
+    timestamp double precision NOT NULL,
+    runs bytea,
+    stdout bytea,
+    stderr bytea,
+    PRIMARY KEY (execution_id, chunk_index)
+);
+ALTER TABLE execution_output_chunks
+    ALTER COLUMN runs SET STORAGE EXTERNAL,
+    ALTER COLUMN stdout SET STORAGE EXTERNAL,
+    ALTER COLUMN stderr SET STORAGE EXTERNAL;
+
+-- name: migrate_2
+-- The job queue: who runs what, heartbeats, and cancellation requests.
+CREATE TABLE workers (
+    id text COLLATE "C" PRIMARY KEY,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    kind text NOT NULL,
+    started_at double precision NOT NULL,
+    heartbeat_at double precision NOT NULL,
+    stopped_at double precision
+);
+ALTER TABLE executions ADD COLUMN claimed_at double precision;
+ALTER TABLE executions ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
+CREATE INDEX executions_worker ON executions (worker_id, status);
+
+-- name: insert_execution
+INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
+                        created_at, worker_id)
+VALUES (%(id)s, %(name)s, %(status)s, %(command)s, %(language)s, %(code)s, %(cwd)s, %(env)s,
+        %(timeout)s, %(pty)s, %(created_at)s, %(worker_id)s);
+
+-- name: mark_running
+WITH changed AS (
+    UPDATE executions SET status = 'running', pid = %(pid)s, started_at = %(started_at)s,
+                          worker_id = %(worker_id)s
+    WHERE id = %(id)s
+    RETURNING id
+)
+SELECT pg_notify('outspool', id) FROM changed;
+
+-- name: insert_chunk
+-- A retried group commit (its COMMIT may have succeeded before the connection
+-- dropped) inserts the same chunks again: they are identical, so keep the first.
+INSERT INTO execution_output_chunks (execution_id, chunk_index, stdout_offset, stdout_size,
+                                     stderr_offset, stderr_size, codec, timestamp, runs,
+                                     stdout, stderr)
+VALUES (%(execution_id)s, %(chunk_index)s, %(stdout_offset)s, %(stdout_size)s,
+        %(stderr_offset)s, %(stderr_size)s, %(codec)s, %(timestamp)s, %(runs)s,
+        %(stdout)s, %(stderr)s)
+ON CONFLICT (execution_id, chunk_index) DO NOTHING;
+
+-- name: record_output
+WITH changed AS (
+    UPDATE executions SET stdout_size = %(stdout_size)s, stderr_size = %(stderr_size)s,
+                          chunk_count = %(chunk_count)s, last_output_at = %(last_output_at)s
+    WHERE id = %(id)s
+    RETURNING id
+)
+SELECT pg_notify('outspool', id) FROM changed;
+
+-- name: record_progress
+UPDATE executions SET progress = %(progress)s, progress_percent = %(progress_percent)s
+WHERE id = %(id)s;
+
+-- name: finish_execution
+WITH changed AS (
+    UPDATE executions SET status = %(status)s, exit_code = %(exit_code)s, signal = %(signal)s,
+                          reason = %(reason)s, finished_at = %(finished_at)s,
+                          output_truncated = %(output_truncated)s, stdout = %(stdout)s,
+                          stderr = %(stderr)s
+    WHERE id = %(id)s AND status IN ('queued', 'running')
+    RETURNING id
+)
+SELECT pg_notify('outspool', id) FROM changed;
+
+-- name: get_execution
+SELECT * FROM executions WHERE id = %(id)s;
+
+-- name: find_by_prefix
+SELECT id FROM executions
+WHERE id >= %(prefix)s::text AND id < %(prefix)s::text || '~'
+ORDER BY id LIMIT 2;
+
+-- name: list_executions
+SELECT * FROM executions
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(before)s::text IS NULL
+       OR (created_at, id) < (SELECT created_at, id FROM executions WHERE id = %(before)s::text))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: chunks_after
+SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
+       codec, timestamp, runs, stdout, stderr
+FROM execution_output_chunks
+WHERE execution_id = %(id)s AND chunk_index > %(after)s
+ORDER BY chunk_index
+LIMIT %(limit)s;
+
+-- name: chunks_before
+SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
+       codec, timestamp, runs, stdout, stderr
+FROM execution_output_chunks
+WHERE execution_id = %(id)s AND chunk_index < %(before)s
+ORDER BY chunk_index DESC
+LIMIT %(limit)s;
+
+-- name: chunk_containing_stdout
+SELECT max(chunk_index) FROM execution_output_chunks
+WHERE execution_id = %(id)s AND stdout_offset <= %(offset)s AND stdout_size > 0;
+
+-- name: chunk_containing_stderr
+SELECT max(chunk_index) FROM execution_output_chunks
+WHERE execution_id = %(id)s AND stderr_offset <= %(offset)s AND stderr_size > 0;
+
+-- name: chunk_containing_all
+SELECT max(chunk_index) FROM execution_output_chunks
+WHERE execution_id = %(id)s AND stdout_offset + stderr_offset <= %(offset)s;
+
+-- name: queued_exists
+SELECT 1 FROM executions WHERE status = 'queued' LIMIT 1;
+
+-- name: claim_next
+-- SKIP LOCKED: concurrent claimers each lock a different queued row; a row another
+-- claimer committed meanwhile fails the status recheck, so each job is taken once.
+UPDATE executions SET status = 'running', worker_id = %(worker_id)s, claimed_at = %(now)s
+WHERE id = (SELECT id FROM executions WHERE status = 'queued'
+            ORDER BY created_at, id LIMIT 1
+            FOR UPDATE SKIP LOCKED)
+  AND status = 'queued'
+RETURNING *;
+
+-- name: register_worker
+INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(kind)s, %(now)s, %(now)s)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: heartbeat
+UPDATE workers SET heartbeat_at = %(now)s WHERE id = %(id)s;
+
+-- name: unregister_worker
+UPDATE workers SET stopped_at = %(now)s, heartbeat_at = %(now)s WHERE id = %(id)s;
+
+-- name: cancel_queued
+WITH changed AS (
+    UPDATE executions SET status = 'cancelled', finished_at = %(now)s, reason = %(reason)s
+    WHERE id = %(id)s AND status = 'queued'
+    RETURNING id
+)
+SELECT pg_notify('outspool', id) FROM changed;
+
+-- name: request_cancel
+WITH changed AS (
+    UPDATE executions SET cancel_requested = true, reason = %(reason)s
+    WHERE id = %(id)s AND status = 'running'
+    RETURNING id
+)
+SELECT pg_notify('outspool', id) FROM changed;
+
+-- name: cancel_requests
+SELECT id, reason FROM executions
+WHERE worker_id = %(worker_id)s AND status = 'running' AND cancel_requested;
+
+-- name: find_lost
+SELECT e.id, e.pid, w.id AS worker_id, w.hostname FROM executions e
+LEFT JOIN workers w ON w.id = e.worker_id
+WHERE e.status = 'running'
+  AND (w.id IS NULL OR w.stopped_at IS NOT NULL OR w.heartbeat_at < %(stale_before)s);
+
+-- name: mark_lost
+WITH changed AS (
+    UPDATE executions SET status = 'lost', finished_at = %(now)s, reason = %(reason)s,
+                          output_truncated = true
+    WHERE id = %(id)s AND status = 'running'
+    RETURNING id
+)
+SELECT pg_notify('outspool', id) FROM changed;
+
+-- name: delete_execution
+DELETE FROM executions WHERE id = %(id)s;
