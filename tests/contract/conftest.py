@@ -1,11 +1,12 @@
 """The Store contract runs against every backend listed in ``BACKENDS``.
 
-Adding PostgreSQL means adding ``pytest.param("postgres", marks=pytest.mark.postgres)``
-here and a branch in :func:`_url`; every test of the suite then runs on it too.
+PostgreSQL tests get a fresh schema each, dropped at teardown; without a server they
+are skipped (or fail under ``OUTSPOOL_TEST_POSTGRES=required``): see tests/postgres/database.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,15 +14,25 @@ import pytest
 
 from outspool.settings import Settings
 from outspool.store import Store, open_store
+from tests.postgres.database import fresh_schema
 
-BACKENDS = [pytest.param("sqlite", id="sqlite")]
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
 
 OpenStore = Callable[[], Store]
 
 
-def _url(backend: str, tmp_path: Path) -> str:
+@contextlib.contextmanager
+def _url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
-        return str(tmp_path / "contract.db")
+        yield str(tmp_path / "contract.db")
+        return
+    if backend == "postgres":
+        with fresh_schema() as url:
+            yield url
+        return
     raise AssertionError(f"no URL for backend {backend!r}")
 
 
@@ -35,16 +46,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 def open_another(backend: str, tmp_path: Path) -> Iterator[OpenStore]:
     """Open (more) stores on the same database, as another process would; closed at teardown."""
     opened: list[Store] = []
-    url = _url(backend, tmp_path)
+    with _url(backend, tmp_path) as url:
 
-    def connect() -> Store:
-        store = open_store(url, Settings.load(busy_timeout=10.0, poll_interval=0.005))
-        opened.append(store)
-        return store
+        def connect() -> Store:
+            store = open_store(url, Settings.load(busy_timeout=10.0, poll_interval=0.005))
+            opened.append(store)
+            return store
 
-    yield connect
-    for store in opened:
-        store.close()
+        yield connect
+        for store in opened:
+            store.close()
 
 
 @pytest.fixture
