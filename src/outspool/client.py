@@ -181,6 +181,7 @@ class Outspool:
         """
         job = Job(tuple(command), language, code, name, timeout, dict(env or {}), cwd, pty)
         job.validate(self.settings)
+        job.check_runnable(self.settings, cwd)
         writer = self.writer
         execution = self.store.create(
             job.new_execution(self.settings, Status.RUNNING, self.worker_id),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,16 @@ class Job:
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout}")
         self.argv(settings)
+
+    def check_runnable(self, settings: Settings, cwd: str | None = None) -> None:
+        """Refuse, before anything is stored, a program this machine cannot start."""
+        program = self.argv(settings)[0]
+        if shutil.which(program, path=os.environ.get("PATH")) is None:
+            if os.sep in program and os.path.exists(program):
+                raise SpawnError(f"permission denied: {program}")
+            raise SpawnError(f"command not found: {program}")
+        if cwd is not None and not os.path.isdir(cwd):
+            raise SpawnError(f"not a directory: {cwd}")
 
     def new_execution(
         self, settings: Settings, status: Status, worker_id: str | None = None
