@@ -186,8 +186,14 @@ def _shared(s: Sizes, skip: dict[str, str]) -> list[Row]:
 
 
 def _notes(mode: str, s: Sizes) -> list[str]:
+    quick = [
+        "- **Quick mode**: sizes are small, so fixed start-up costs (interpreter and imports,"
+        " ~0.3 s for `outspool run`, ~2 s for supervisord) dominate the ratios; the goals are"
+        " judged on the full run (`make bench`, bench/results/full.md)."
+    ]
     return [
         "How to read this:",
+        *(quick if mode == "quick" else []),
         f"- Each figure is the median of {s.runs} run(s), contenders interleaved round by round;"
         " a contender whose first run took over 15 s is run once (`runs` column).",
         "- *÷ cat > file* and *÷ Py loop*: time per output byte divided by that of"
