@@ -1,0 +1,273 @@
+"""The JSON API under ``/api``: parse, call the library, format.
+
+Blocking library calls run in worker threads: plain ``def`` routes are run by
+FastAPI in its thread pool, and the live stream calls the store through
+:mod:`outspool.web.streams`. Output is returned two ways in JSON: ``text``,
+decoded as UTF-8 with replacement (for display), and ``data``, the exact bytes
+in base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from outspool import queue
+from outspool.client import Outspool
+from outspool.errors import ConfigError, NotFoundError
+from outspool.follow import Range
+from outspool.models import Execution, Status, Stream
+from outspool.runner import Job
+from outspool.web.streams import FeedError, Hub, Piece
+
+router = APIRouter(prefix="/api")
+
+StreamName = Literal["stdout", "stderr", "all"]
+STREAMS: dict[str, Stream | None] = {"stdout": Stream.STDOUT, "stderr": Stream.STDERR, "all": None}
+MAX_OFFSET = 1 << 62
+MAX_RANGE = 4 << 20
+EVENT_PIECE = 64 << 10  # output events carry at most this many bytes
+_ID = re.compile(r"[0-9a-z]{1,32}")
+
+IdPath = Annotated[str, Path(max_length=64, description="An execution ID or a unique prefix.")]
+StreamQuery = Annotated[StreamName, Query(description="stdout, stderr, or all (arrival order).")]
+
+
+def spool_of(request: Request) -> Outspool:
+    spool: Outspool = request.app.state.spool
+    return spool
+
+
+def get_execution(spool: Outspool, execution_id: str) -> Execution:
+    if not _ID.fullmatch(execution_id):
+        raise NotFoundError(f"no execution {execution_id!r}")
+    return spool.get(execution_id)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+@router.get("/executions")
+def list_executions(
+    request: Request,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    before: Annotated[str | None, Query(max_length=64, description="`next` of a page.")] = None,
+) -> dict[str, Any]:
+    """Executions, newest first. Pass a page's ``next`` as ``before`` for the page after it."""
+    spool = spool_of(request)
+    cursor = get_execution(spool, before).id if before else None
+    found = spool.list(status, limit + 1, cursor)
+    page = found[:limit]
+    more = len(found) > limit
+    return {"executions": [ex.to_json() for ex in page], "next": page[-1].id if more else None}
+
+
+@router.get("/executions/{execution_id}")
+def show(request: Request, execution_id: IdPath) -> dict[str, Any]:
+    """The record (the same fields as ``outspool show --json``)."""
+    return get_execution(spool_of(request), execution_id).to_json()
+
+
+def _range_json(ex: Execution, stream: str, got: Range) -> dict[str, Any]:
+    return {
+        "id": ex.id,
+        "stream": stream,
+        "offset": got.offset,
+        "next_offset": got.next_offset,
+        "size": len(got.data),
+        "eof": got.eof,
+        "text": got.data.decode("utf-8", "replace"),
+        "data": base64.b64encode(got.data).decode("ascii"),
+    }
+
+
+@router.get("/executions/{execution_id}/output")
+def output(
+    request: Request,
+    execution_id: IdPath,
+    stream: StreamQuery = "all",
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_RANGE)] = 1 << 20,
+) -> dict[str, Any]:
+    """Up to ``limit`` bytes of a stream from byte ``offset``; continue at ``next_offset``.
+
+    ``text`` is UTF-8 with replacement (a character cut by the range shows as
+    U+FFFD); ``data`` is the exact bytes in base64. ``eof``: nothing more is stored yet.
+    """
+    spool = spool_of(request)
+    ex = get_execution(spool, execution_id)
+    return _range_json(ex, stream, spool.output(ex.id, STREAMS[stream], offset, limit))
+
+
+@router.get("/executions/{execution_id}/tail")
+def tail(
+    request: Request,
+    execution_id: IdPath,
+    lines: Annotated[int, Query(ge=0, le=100_000)] = 100,
+    stream: StreamQuery = "all",
+) -> dict[str, Any]:
+    """The last ``lines`` lines; ``next_offset`` is where a follower continues."""
+    spool = spool_of(request)
+    ex = get_execution(spool, execution_id)
+    return _range_json(ex, stream, spool.tail(ex.id, lines, STREAMS[stream]))
+
+
+@router.get(
+    "/executions/{execution_id}/raw",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def raw(request: Request, execution_id: IdPath, stream: StreamQuery = "all") -> StreamingResponse:
+    """The exact stored bytes, streamed chunk by chunk, as a download."""
+    spool = spool_of(request)
+    ex = get_execution(spool, execution_id)
+    chunks: Iterator[bytes] = spool.iter_output(ex.id, STREAMS[stream])
+    filename = f"{ex.id}.{stream}.log"
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+# --- following -------------------------------------------------------------------------
+
+
+@router.get(
+    "/executions/{execution_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(
+    request: Request,
+    execution_id: IdPath,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    """Server-sent events: ``output``, ``progress``, ``status`` (the last one final),
+    ``problem`` (the store failed; the stream ends).
+
+    An ``output`` event's ``id`` is the offset in the merged stream just past
+    its bytes, so a client reconnecting with ``Last-Event-ID`` (or ``?offset=``)
+    gets the rest with no gap and no duplicate. Its data: ``stream``,
+    ``offset`` (where its bytes start), ``text`` (UTF-8, decoded across events)
+    and ``data`` (base64). ``progress`` and ``status`` carry the record.
+    """
+    spool = spool_of(request)
+    ex = await anyio.to_thread.run_sync(get_execution, spool, execution_id)
+    if last_event_id is not None:
+        if not last_event_id.isdigit() or int(last_event_id) > MAX_OFFSET:
+            raise ConfigError(f"Last-Event-ID must be a byte offset, not {last_event_id!r}")
+        offset = int(last_event_id)
+    hub: Hub = request.app.state.hub
+    return StreamingResponse(
+        _sse(hub, ex, offset),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[str]:
+    decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in Stream}
+    shown: Execution | None = None
+    yield "retry: 1000\n\n"
+    async for item in hub.follow(ex, offset):
+        if item is None:
+            yield ": keepalive\n\n"
+        elif isinstance(item, Piece):
+            for start in range(0, len(item.data), EVENT_PIECE):
+                data = item.data[start : start + EVENT_PIECE]
+                text = decoders[item.stream].decode(data)
+                body = {
+                    "stream": item.stream.name.lower(),
+                    "offset": item.start + start,
+                    "text": text,
+                    "data": base64.b64encode(data).decode("ascii"),
+                }
+                yield _event("output", body, item.start + start + len(data))
+        elif isinstance(item, FeedError):
+            yield _event("problem", {"error": item.message})
+        else:
+            if shown is None or item.status != shown.status:
+                yield _event("status", item.to_json())
+            elif (item.progress, item.progress_percent) != (shown.progress, shown.progress_percent):
+                yield _event("progress", item.to_json())
+            shown = item
+
+
+# --- the queue -------------------------------------------------------------------------
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class Submission(BaseModel):
+    """What ``outspool submit`` takes: ``command`` as a list, or ``language`` and ``code``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[Annotated[str, Field(max_length=65536)]] | None = Field(
+        None, min_length=1, max_length=4096
+    )
+    language: str | None = Field(None, max_length=64)
+    code: str | None = None
+    name: str | None = Field(None, max_length=1024)
+    timeout: float | None = Field(None, gt=0, le=366 * 86400, allow_inf_nan=False)
+    env: dict[str, str] = Field(default_factory=dict, max_length=4096)
+    cwd: str | None = Field(None, max_length=4096)
+
+    @model_validator(mode="after")
+    def _one_program(self) -> Submission:
+        if bool(self.command) == bool(self.language):
+            raise ValueError("give either command (a list) or language with code")
+        if self.language and self.code is None:
+            raise ValueError("language needs code")
+        for text in [*(self.command or ()), self.code or "", self.cwd or "", self.name or ""]:
+            _no_nul(text)
+        for key, value in self.env.items():
+            if not key or "=" in key:
+                raise ValueError(f"bad environment variable name {key!r}")
+            _no_nul(key + value)
+        return self
+
+    def job(self) -> Job:
+        command = tuple(self.command or ())
+        return Job(command, self.language, self.code, self.name, self.timeout, self.env, self.cwd)
+
+
+@router.post("/executions", status_code=201)
+def submit(request: Request, response: Response, body: Submission) -> dict[str, Any]:
+    """Queue a program for a worker (``outspool worker``); 201 with the new record."""
+    spool = spool_of(request)
+    ex = queue.submit(spool.store, spool.settings, body.job())
+    response.headers["Location"] = f"/api/executions/{ex.id}"
+    return ex.to_json()
+
+
+@router.post("/executions/{execution_id}/cancel")
+def cancel(request: Request, execution_id: IdPath) -> dict[str, Any]:
+    """A queued execution ends ``cancelled`` now; a running one is asked to stop.
+
+    409 when it has already ended.
+    """
+    spool = spool_of(request)
+    ex = get_execution(spool, execution_id)
+    return queue.cancel(spool.store, ex.id).to_json()

@@ -1,0 +1,113 @@
+"""The ASGI app: the API router, the page, error mapping, the security middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from outspool import __version__
+from outspool.client import Outspool
+from outspool.errors import (
+    ConfigError,
+    InvalidStateError,
+    NotFoundError,
+    OutspoolError,
+    SpawnError,
+    StoreError,
+)
+from outspool.web.api import router
+from outspool.web.security import Guard
+from outspool.web.streams import Hub
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 1 << 20
+#: The page runs only its own script and style; program output can never become code.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+STATUS_OF: list[tuple[type[OutspoolError], int]] = [
+    (NotFoundError, 404),
+    (InvalidStateError, 409),
+    (StoreError, 503),
+    (ConfigError, 400),
+    (SpawnError, 400),
+]
+log = logging.getLogger("outspool.web")
+
+
+def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX_BODY) -> Any:
+    """The app serving ``spool`` (opened by the caller, closed by the caller after)."""
+    hub = Hub(spool.store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await hub.close()
+
+    app = FastAPI(
+        title="outspool",
+        version=__version__,
+        summary="Captured program output: list, read, follow live, submit, cancel.",
+        lifespan=lifespan,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.spool = spool
+    app.state.hub = hub
+    app.include_router(router)
+    _add_error_handlers(app)
+    _add_page(app)
+    return Guard(app, token, max_body)
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OutspoolError)
+    async def outspool_error(request: Request, exc: Exception) -> JSONResponse:
+        status = next((code for kind, code in STATUS_OF if isinstance(exc, kind)), 400)
+        return _error(status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        detail = [
+            {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+            for err in exc.errors()
+        ]
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}", detail=detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error serving %s", request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def _add_page(app: FastAPI) -> None:
+    headers = {"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=headers)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
