@@ -1,0 +1,232 @@
+"""The page in a real headless Chromium (Debian's, driven by Playwright): submit a job from
+the form, watch its output and progress live, see markup shown as text, download, cancel.
+
+Skipped when Chromium is missing, unless ``OUTSPOOL_TEST_BROWSER=required`` (CI).
+Never runs ``playwright install``: the browser is the system's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from outspool import Outspool
+from outspool.codec import decode
+from tests.helpers import wait_until
+from tests.web.conftest import Served
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Dialog, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+REQUIRED = os.environ.get("OUTSPOOL_TEST_BROWSER") == "required"  # read before env is cleared
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MARKS = 10  # lines whose commit-to-screen latency is measured
+
+pytestmark = pytest.mark.browser
+
+#: Waits for the file GATE.i before step i; prints colours, stderr, \r redraws, markup, marks.
+PROGRAM = r"""
+import os, sys, time
+GATE = {gate!r}
+def wait(i):
+    while not os.path.exists(f"{{GATE}}.{{i}}"):
+        time.sleep(0.002)
+print("\x1b[1;32mstarting\x1b[0m the build \x1b[38;5;208m(256 colours)\x1b[0m\x1b[2K")
+print("<script>alert(1)</script> <img src=x onerror=alert(2)>")
+print("warning: this line is on stderr", file=sys.stderr)
+sys.stdout.write("fetch 10%\rfetch 60%\rfetch 100%\n")
+print("step 1/4 25%")
+wait(0)
+print("step 2/4 50%")
+for k in range({marks}):
+    wait(k + 1)
+    print(f"MARK {{k}} {{time.time():.6f}}")
+print("step 3/4 75%")
+wait({marks} + 1)
+print("step 4/4 100%")
+"""
+
+#: Records when each MARK line first shows in the log (Date.now(), ms since the epoch).
+OBSERVE = """() => {
+  window.__marks = {};
+  const seen = () => {
+    const log = document.getElementById("log");
+    if (!log) return;
+    for (const m of log.textContent.matchAll(/MARK (\\d+) /g)) {
+      if (!(m[1] in window.__marks)) window.__marks[m[1]] = Date.now();
+    }
+  };
+  new MutationObserver(seen).observe(document.body,
+    { subtree: true, childList: true, characterData: true });
+}"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "the playwright package is not installed (dependency group test)"
+    if reason is not None:
+        if REQUIRED:
+            pytest.fail(f"OUTSPOOL_TEST_BROWSER=required but {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: object, served: Served) -> Iterator[Page]:
+    context = chromium.new_context(  # type: ignore[attr-defined]
+        base_url=served.url, viewport={"width": 1280, "height": 820}, accept_downloads=True
+    )
+    opened: Page = context.new_page()
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    opened.on("dialog", on_dialog)
+    yield opened
+    context.close()
+    assert dialogs == [], "the page ran program output as code"
+
+
+SpawnWorker = Callable[[], "subprocess.Popen[bytes]"]
+
+
+@pytest.fixture
+def worker(db_path: Path, spawn_cli: Callable[..., subprocess.Popen[bytes]]) -> SpawnWorker:
+    return lambda: spawn_cli("worker", "--burst", "--db", str(db_path))
+
+
+def submit_from_form(page: Page, code: str) -> str:
+    page.goto("/")
+    page.select_option("select[name=language]", "python")
+    page.fill("textarea[name=code]", code)
+    page.fill("input[name=name]", "browser test")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/#/x/*")
+    return page.url.rsplit("/", 1)[1]
+
+
+def bar_value(page: Page) -> float:
+    return float(page.eval_on_selector("progress.bar", "bar => bar.value"))
+
+
+def wait_for_bar(page: Page, value: int) -> None:
+    page.wait_for_function(f"() => document.querySelector('progress.bar')?.value === {value}")
+
+
+def test_live_page(
+    page: Page,
+    served: Served,
+    spool: Outspool,
+    worker: SpawnWorker,
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    execution_id = submit_from_form(page, PROGRAM.format(gate=str(gate), marks=MARKS))
+    page.evaluate(OBSERVE)
+    worker()
+    log = page.locator("#log")
+
+    page.locator("#log").get_by_text("step 1/4 25%").wait_for()
+    wait_for_bar(page, 25)
+    assert page.locator("#log script, #log img").count() == 0
+    markup = log.locator(".line", has_text="<script>alert(1)</script>")
+    assert markup.count() == 1
+    assert markup.text_content() == "<script>alert(1)</script> <img src=x onerror=alert(2)>"
+    assert log.locator(".line.stderr").text_content() == "warning: this line is on stderr"
+    assert log.locator("span.fg-2.b").text_content() == "starting"
+    assert log.locator(".line", has_text="fetch").text_content() == "fetch 100%"
+    assert "\x1b" not in (log.text_content() or "")
+
+    (tmp_path / "gate.0").touch()
+    wait_for_bar(page, 50)
+    for k in range(MARKS):
+        (tmp_path / f"gate.{k + 1}").touch()
+        page.wait_for_function(f"() => '{k}' in window.__marks")
+    page.locator("#log").get_by_text("step 3/4 75%").wait_for()
+    wait_for_bar(page, 75)
+    page.screenshot(path=str(tmp_path / "monitor.png"))
+    report_latency(page, spool, execution_id, tmp_path)
+
+    (tmp_path / f"gate.{MARKS + 1}").touch()
+    page.locator(".head [data-status=succeeded]").wait_for()
+    wait_for_bar(page, 100)
+    assert page.locator("#cancel").is_disabled()
+    with page.expect_download() as download:
+        page.click("a.raw-all")
+    assert Path(download.value.path()).read_bytes() == spool.read(execution_id)
+
+    page.click("text=all executions")
+    row = page.locator(f"tr[data-id='{execution_id}']")
+    row.locator("[data-status=succeeded]").wait_for()
+    assert bar_value(page) == 100
+    page.screenshot(path=str(tmp_path / "list.png"))
+
+
+def report_latency(page: Page, spool: Outspool, execution_id: str, where: Path) -> None:
+    """Commit (the chunk's timestamp) to shown in the page, per MARK line; printed, not judged."""
+    shown: dict[str, int] = page.evaluate("() => window.__marks")
+    committed: dict[str, float] = {}
+    for record in spool.store.chunks_after(execution_id, -1, 10_000):
+        text = decode(record).stdout.decode()
+        for line in text.splitlines():
+            if line.startswith("MARK "):
+                committed[line.split()[1]] = record.timestamp
+    printed = {k: float(v.split()[2]) for k, v in _mark_lines(spool, execution_id).items()}
+    commit_ms = [shown[k] - committed[k] * 1000 for k in shown]
+    write_ms = [shown[k] - printed[k] * 1000 for k in shown]
+    result = {
+        "commit_to_browser_ms_median": statistics.median(commit_ms),
+        "commit_to_browser_ms_max": max(commit_ms),
+        "print_to_browser_ms_median": statistics.median(write_ms),
+        "print_to_browser_ms_max": max(write_ms),
+        "samples": len(commit_ms),
+    }
+    (where / "latency.json").write_text(json.dumps(result, indent=2))
+    print(f"\nfollow latency: {json.dumps(result)}", file=sys.stderr)
+
+
+def _mark_lines(spool: Outspool, execution_id: str) -> dict[str, str]:
+    text = spool.read(execution_id).decode()
+    return {line.split()[1]: line for line in text.splitlines() if line.startswith("MARK ")}
+
+
+def test_cancel_button(
+    page: Page, served: Served, spool: Outspool, worker: SpawnWorker, tmp_path: Path
+) -> None:
+    code = PROGRAM.format(gate=str(tmp_path / "never"), marks=1)
+    execution_id = submit_from_form(page, code)
+    worker()
+    page.locator("#log").get_by_text("step 1/4 25%").wait_for()
+    page.click("#cancel")
+    page.locator(".head [data-status=cancelled]").wait_for(timeout=60_000)
+    assert page.locator("#cancel").is_disabled()
+    wait_until(lambda: spool.get(execution_id).status.finished, message="cancelled")

@@ -1,0 +1,140 @@
+"""Following running executions over server-sent events."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from outspool import Outspool, Running
+from outspool.models import Status
+from tests.helpers import wait_until
+from tests.web.conftest import Served
+from tests.web.programs import Gate
+from tests.web.sse import Event, collect, events, output_of
+
+
+@pytest.fixture
+def gated(
+    spool: Outspool, handles: list[Running], tmp_path: Path
+) -> Iterator[tuple[Running, Gate]]:
+    gate = Gate(tmp_path, 3)
+    handle = spool.start(gate.command())
+    handles.append(handle)
+    yield handle, gate
+    gate.open_all()
+
+
+def read_until(stream: Iterator[Event], seen: list[Event], text: str) -> None:
+    """Read events into ``seen`` until the output so far contains ``text``."""
+    while text.encode() not in output_of(seen):
+        seen.append(next(stream))
+
+
+def test_live_output_progress_and_final_status(
+    spool: Outspool, client: httpx.Client, gated: tuple[Running, Gate]
+) -> None:
+    handle, gate = gated
+    seen: list[Event] = []
+    with client.stream("GET", f"/api/executions/{handle.id}/events") as response:
+        stream = events(response)
+        read_until(stream, seen, "err 0\n")
+        for step in range(3):
+            gate.open(step)
+            read_until(stream, seen, f"err {step + 1}\n" if step < 2 else "done\n")
+        seen += list(stream)
+    assert output_of(seen) == spool.read(handle.id)
+    assert seen[0].kind == "status"
+    assert seen[0].data["status"] == "running"
+    assert seen[-1].kind == "status"
+    assert seen[-1].data["status"] == "succeeded"
+    percents = [e.data["progress_percent"] for e in seen if e.kind in ("progress", "status")]
+    known = [p for p in percents if p is not None]
+    assert known == sorted(known)
+    assert known[-1] == 100.0
+
+
+def test_reconnecting_with_last_event_id_loses_and_repeats_nothing(
+    spool: Outspool, client: httpx.Client, gated: tuple[Running, Gate]
+) -> None:
+    handle, gate = gated
+    first: list[Event] = []
+    with client.stream("GET", f"/api/executions/{handle.id}/events") as response:
+        read_until(events(response), first, "err 0\n")
+    last_id = [e.id for e in first if e.kind == "output"][-1]
+    assert last_id is not None
+    gate.open(0)
+    gate.open(1)  # output is committed while nobody follows
+    wait_until(lambda: b"err 2" in spool.read(handle.id), message="step 2 stored")
+    gate.open(2)
+    rest = collect(
+        client, f"/api/executions/{handle.id}/events", headers={"Last-Event-ID": last_id}
+    )
+    assert output_of(first) + output_of(rest) == spool.read(handle.id)
+    assert rest[-1].data["status"] == "succeeded"
+
+
+def test_many_followers_share_one_read_path(
+    served: Served, spool: Outspool, gated: tuple[Running, Gate]
+) -> None:
+    handle, gate = gated
+    store = spool.store
+    real_wait = store.wait
+    lock = threading.Lock()
+    waiting = [0, 0]  # now, most at once
+
+    def counting_wait(execution_id: str, timeout: float) -> None:
+        if timeout <= 0:
+            real_wait(execution_id, timeout)
+            return
+        with lock:
+            waiting[0] += 1
+            waiting[1] = max(waiting)
+        try:
+            real_wait(execution_id, timeout)
+        finally:
+            with lock:
+                waiting[0] -= 1
+
+    store.wait = counting_wait  # type: ignore[method-assign]
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            with served.client() as c:
+                results.append(output_of(collect(c, f"/api/executions/{handle.id}/events")))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=follow) for _ in range(12)]
+    try:
+        for t in threads:
+            t.start()
+        feed = wait_until(lambda: served.hub.feeds.get(handle.id), message="a feed")
+        assert feed is not None
+        wait_until(lambda: len(feed.subscriptions) == 12, message="12 subscribers")
+        gate.open_all()
+        for t in threads:
+            t.join(60)
+    finally:
+        store.wait = real_wait  # type: ignore[method-assign]
+    assert not errors
+    assert handle.wait(30).status is Status.SUCCEEDED
+    assert results == [spool.read(handle.id)] * 12
+    assert waiting[1] == 1
+    wait_until(lambda: not served.hub.feeds, message="the feed to end with its followers")
+
+
+def test_a_follower_that_leaves_stops_the_feed(
+    served: Served, client: httpx.Client, gated: tuple[Running, Gate]
+) -> None:
+    handle, _ = gated
+    seen: list[Event] = []
+    with client.stream("GET", f"/api/executions/{handle.id}/events") as response:
+        read_until(events(response), seen, "line 0")
+        assert handle.id in served.hub.feeds
+    wait_until(lambda: handle.id not in served.hub.feeds, message="the feed to stop")
