@@ -39,7 +39,7 @@ class Deadline(AssertionError):
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 30.0,
     message: str = "condition",
     interval: float = 0.005,
