@@ -1,0 +1,115 @@
+"""User mistakes: exit code 2 and one clear line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from outspool.store import SCHEMA_VERSION
+from tests.conftest import RunCli
+from tests.helpers import CliResult
+
+
+def assert_one_clear_line(result: CliResult, *words: str) -> str:
+    assert result.rc == 2, result
+    assert b"Traceback" not in result.stderr
+    assert result.stdout == b""
+    lines = result.err_lines
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith("outspool: "), line
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
+@pytest.fixture
+def existing_db(db: str, run_cli: RunCli) -> str:
+    assert run_cli("run", "-q", "--db", db, "--", "true").rc == 0
+    return db
+
+
+@pytest.mark.parametrize("command", ["logs", "show"])
+def test_unknown_id(existing_db: str, run_cli: RunCli, command: str) -> None:
+    result = run_cli(command, "nosuchexecution", "--db", existing_db)
+    assert_one_clear_line(result, "nosuchexecution")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ls",),
+        ("run", "--", "true"),
+        ("logs", "someid"),
+    ],
+)
+def test_unwritable_database_path(run_cli: RunCli, args: tuple[str, ...]) -> None:
+    result = run_cli(args[0], "--db", "/proc/nope/x.db", *args[1:])
+    assert_one_clear_line(result, "/proc/nope/x.db")
+
+
+def test_missing_command(db: str, run_cli: RunCli) -> None:
+    assert_one_clear_line(run_cli("run", "--db", db), "COMMAND")
+    assert_one_clear_line(run_cli("run", "--db", db, "--"), "COMMAND")
+
+
+def test_command_not_found(db: str, run_cli: RunCli) -> None:
+    result = run_cli("run", "--db", db, "--", "no-such-program-xyz")
+    line = assert_one_clear_line(result, "no-such-program-xyz")
+    assert line == "outspool: command not found: no-such-program-xyz"
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (("ls", "--bogus"), "--bogus"),
+        (("run", "--timeout", "-1", "--", "true"), "--timeout"),
+        (("run", "--timeout", "soon", "--", "true"), "--timeout"),
+        (("logs", "x", "--stream", "both"), "--stream"),
+        (("logs", "x", "--tail", "-2"), "--tail"),
+        (("ls", "--status", "sleeping"), "--status"),
+        (("ls", "--limit", "0"), "--limit"),
+        (("run", "--language", "python"), "--code"),
+        (("run", "--language", "cobol", "--code", "x"), "cobol"),
+        (("run", "--language", "sh", "--code", "true", "--", "echo"), "COMMAND"),
+        (("frobnicate",), "frobnicate"),
+    ],
+)
+def test_bad_arguments(db: str, run_cli: RunCli, args: tuple[str, ...], word: str) -> None:
+    assert_one_clear_line(run_cli(args[0], "--db", db, *args[1:]), word)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "word"),
+    [
+        ("OUTSPOOL_FLUSH_INTERVAL", "soon", "flush_interval"),
+        ("OUTSPOOL_MAX_BUFFER_SIZE", "-1", "max_buffer_size"),
+        ("OUTSPOOL_PROGRESS_PATTERNS", '["(oops"]', "progress_patterns"),
+        ("OUTSPOOL_NO_SUCH_SETTING", "1", "OUTSPOOL_NO_SUCH_SETTING"),
+    ],
+)
+@pytest.mark.parametrize("args", [("ls",), ("run", "--", "true")])
+def test_invalid_setting_in_environment(
+    db: str, run_cli: RunCli, variable: str, value: str, word: str, args: tuple[str, ...]
+) -> None:
+    result = run_cli(args[0], "--db", db, *args[1:], env={variable: value})
+    assert_one_clear_line(result, word)
+    assert not Path(db).exists()  # refused at start, before touching anything
+
+
+def test_garbage_database_file(db: str, run_cli: RunCli) -> None:
+    Path(db).write_bytes(b"\x00garbage, not SQLite\xff" * 300)
+    assert_one_clear_line(run_cli("ls", "--db", db), db, "not an outspool database")
+    assert_one_clear_line(run_cli("run", "--db", db, "--", "true"), db)
+
+
+def test_database_from_a_newer_version(existing_db: str, run_cli: RunCli) -> None:
+    conn = sqlite3.connect(existing_db)
+    try:
+        with conn:
+            conn.execute("UPDATE outspool_schema SET version = ?", (SCHEMA_VERSION + 1,))
+    finally:
+        conn.close()
+    assert_one_clear_line(run_cli("ls", "--db", existing_db), "newer")

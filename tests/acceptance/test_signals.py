@@ -1,0 +1,74 @@
+"""Signals to ``outspool run``: the program is stopped and the execution ends cancelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunCli, SpawnCli
+from tests.helpers import wait_until
+
+
+class Lines:
+    """Collects a pipe's output in a thread, so the test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.data = bytearray()
+        self._pipe = proc.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while piece := os.read(self._pipe.fileno(), 4096):
+            self.data.extend(piece)
+
+    def has(self, text: bytes) -> bool:
+        return text in self.data
+
+
+def execution_id(proc: subprocess.Popen[bytes]) -> str:
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    assert line.startswith("outspool: execution "), line
+    return line.split()[-1]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_the_program_and_cancels(
+    db_path: Path, spawn_cli: SpawnCli, run_cli: RunCli, sig: signal.Signals
+) -> None:
+    db = str(db_path)
+    run = spawn_cli("run", "--db", db, "--", "sh", "-c", "echo ready; exec sleep 60")
+    ex_id = execution_id(run)
+    out = Lines(run)
+    wait_until(lambda: out.has(b"ready\n"), message="the program's first line")
+    run.send_signal(sig)
+    assert run.wait(30) == 128 + sig
+    shown = json.loads(run_cli("show", ex_id, "--db", db, "--json").stdout)
+    assert shown["status"] == "cancelled"
+    assert shown["signal"] == signal.SIGTERM  # the program got SIGTERM from outspool
+    assert signal.Signals(sig).name in shown["reason"]
+
+
+def test_second_sigint_kills_at_once(db_path: Path, spawn_cli: SpawnCli, run_cli: RunCli) -> None:
+    """The program ignores SIGTERM and the grace is long: only the second ^C ends it."""
+    db = str(db_path)
+    script = "trap 'echo term ignored' TERM; echo ready; while :; do sleep 0.05; done"
+    run = spawn_cli("run", "--db", db, "--", "sh", "-c", script, env={"OUTSPOOL_KILL_GRACE": "600"})
+    ex_id = execution_id(run)
+    out = Lines(run)
+    wait_until(lambda: out.has(b"ready\n"), message="the program's first line")
+    run.send_signal(signal.SIGINT)
+    wait_until(lambda: out.has(b"term ignored\n"), message="SIGTERM reached the program")
+    assert run.poll() is None
+    run.send_signal(signal.SIGINT)
+    assert run.wait(30) == 130
+    shown = json.loads(run_cli("show", ex_id, "--db", db, "--json").stdout)
+    assert (shown["status"], shown["signal"]) == ("cancelled", signal.SIGKILL)
