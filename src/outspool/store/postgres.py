@@ -34,7 +34,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from outspool.codec import ChunkRecord
@@ -170,13 +170,27 @@ class PostgresStore:
             yield conn
 
     def _rows(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        with self._conn("read") as conn, conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute(SQL[query], params).fetchall()
+        return self._read(query, params, binary=False)
 
     def _chunks(self, query: str, params: Mapping[str, Any]) -> list[ChunkRecord]:
         """Chunk rows, fetched in binary so blobs arrive as they are stored."""
-        with self._conn("read") as conn, conn.cursor(binary=True) as cur:
-            return [ChunkRecord(*r) for r in cur.execute(SQL[query], params).fetchall()]
+        return [ChunkRecord(*r) for r in self._read(query, params, binary=True)]
+
+    def _read(self, query: str, params: Mapping[str, Any], binary: bool) -> list[Any]:
+        """Rows of a read; a connection that drops under it is replaced once (reads repeat)."""
+        with self._errors("read"):
+            try:
+                return self._fetch(query, params, binary)
+            except psycopg.OperationalError as exc:
+                if not _connection_lost(exc):
+                    raise
+            return self._fetch(query, params, binary)
+
+    def _fetch(self, query: str, params: Mapping[str, Any], binary: bool) -> list[Any]:
+        with self._get_pool().connection() as conn:
+            factory: Any = tuple_row if binary else dict_row
+            with conn.cursor(row_factory=factory, binary=binary) as cur:
+                return cur.execute(SQL[query], params).fetchall()
 
     def close(self) -> None:
         with self._lock:
@@ -295,7 +309,7 @@ class PostgresStore:
         progress = [
             {
                 "id": u.execution_id,
-                "progress": u.progress.text,
+                "progress": _text(u.progress.text),
                 "progress_percent": u.progress.percent,
             }
             for u in batch.updates
@@ -522,6 +536,11 @@ def _connection_lost(exc: psycopg.Error) -> bool:
     """The client lost the server (no SQLSTATE), or the server ended the session."""
     state = exc.sqlstate
     return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _text(value: str) -> str:
+    """``value`` fit for a text column, which holds no NUL (progress comes from raw output)."""
+    return value.replace("\x00", "\ufffd")
 
 
 def _first_line(exc: BaseException) -> str:
