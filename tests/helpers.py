@@ -119,9 +119,9 @@ def blocked_writing_pipe(pid: int) -> bool:
         syscall = Path(f"/proc/{pid}/syscall").read_text().split()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
-    if "pipe" in wchan:
-        return "write" in wchan
-    # wchan hidden: the write syscall (x86-64: 1, arm64: 64) on fd 1 or 2, still in progress
+    if "pipe_write" in wchan or "wait_writable" in wchan:
+        return True
+    # otherwise: inside the write syscall (x86-64: 1, arm64: 64) on fd 1 or 2
     return len(syscall) > 1 and syscall[0] in ("1", "64") and syscall[1] in ("0x1", "0x2")
 
 

@@ -112,7 +112,7 @@ def test_program_ignoring_sigterm_is_killed_after_kill_grace(
 ) -> None:
     script = "trap '' TERM; echo ready; while :; do sleep 1; done"
     result = run_cli(
-        "run", "--db", str(db_path), "--timeout", "1", "--", "sh", "-c", script,
+        "run", "--db", str(db_path), "--timeout", "2", "--", "sh", "-c", script,
         env={"OUTSPOOL_KILL_GRACE": "0.2"},
     )  # fmt: skip
     assert result.rc == 124
