@@ -55,7 +55,7 @@ NAIVE_NOTE = "one INSERT + commit per line; run on fewer lines (see notes), MB/s
 
 
 def _size(n: int) -> str:
-    return f"{n // 1024} GiB" if n >= 1024 * MIB else f"{n // MIB} MiB"
+    return f"{n // (1024 * MIB)} GiB" if n >= 1024 * MIB else f"{n // MIB} MiB"
 
 
 def _stream_plans(s: Sizes) -> list[tuple[str, str, str, int, list[Entry]]]:
