@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -77,9 +77,9 @@ class Target:
     @classmethod
     def parse(cls, url: str) -> Target:
         parts = urlsplit(url)
-        params = parse_qsl(parts.query, keep_blank_values=True)
-        schema = next((v for k, v in params if k == "schema"), None)
-        rest = urlencode([(k, v) for k, v in params if k != "schema"])
+        pairs = _query(parts.query)
+        schema = next((unquote(v) for k, v in pairs if k == "schema"), None)
+        rest = "&".join(f"{k}={v}" for k, v in pairs if k != "schema")
         conninfo = urlunsplit(parts._replace(query=rest))
         try:
             info = conninfo_to_dict(conninfo)
@@ -548,6 +548,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _query(query: str) -> list[tuple[str, str]]:
+    """``key=value`` pairs of a URL query, values left encoded (as libpq will decode them)."""
+    pairs = [piece.partition("=") for piece in query.split("&") if piece]
+    return [(unquote(k), v) for k, _, v in pairs]
+
+
 def _mask(url: str) -> str:
     """``url`` with any password replaced by ``***`` (in the authority or the query)."""
     parts = urlsplit(url)
@@ -556,6 +562,5 @@ def _mask(url: str) -> str:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{hostport}"
-    params = parse_qsl(parts.query, keep_blank_values=True)
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in params], safe="*")
+    query = "&".join(f"{k}={'***' if k == 'password' else v}" for k, v in _query(parts.query))
     return urlunsplit(parts._replace(netloc=netloc, query=query))
