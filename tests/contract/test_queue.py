@@ -1,0 +1,81 @@
+"""The queue verbs of the Store protocol, against every backend (see conftest.BACKENDS)."""
+
+from __future__ import annotations
+
+import threading
+
+from outspool.models import Status
+from outspool.store import NewExecution, Store
+from tests.contract.conftest import OpenStore
+
+
+def queued(store: Store, execution_id: str, created_at: float) -> None:
+    store.create(NewExecution(("echo",), status=Status.QUEUED), execution_id, created_at)
+
+
+def test_claim_takes_the_oldest_queued_once(store: Store) -> None:
+    queued(store, "b", 2.0)
+    queued(store, "a", 1.0)
+    first = store.claim("w1", 10.0)
+    second = store.claim("w2", 10.0)
+    assert first is not None and second is not None
+    assert (first.id, first.status, first.worker_id) == ("a", Status.RUNNING, "w1")
+    assert (second.id, second.worker_id) == ("b", "w2")
+    assert store.claim("w1", 11.0) is None
+
+
+def test_concurrent_claims_from_separate_connections_never_share(
+    store: Store, open_another: OpenStore
+) -> None:
+    for i in range(60):
+        queued(store, f"job-{i:03d}", float(i))
+    stores = [open_another() for _ in range(4)]
+    claimed: list[list[str]] = [[] for _ in stores]
+
+    def drain(index: int) -> None:
+        while (ex := stores[index].claim(f"w{index}", 100.0)) is not None:
+            claimed[index].append(ex.id)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    everything = [i for ids in claimed for i in ids]
+    assert sorted(everything) == [f"job-{i:03d}" for i in range(60)]
+
+
+def test_cancel_ends_a_queued_execution_and_flags_a_running_one(store: Store) -> None:
+    queued(store, "q", 1.0)
+    queued(store, "r", 2.0)
+    assert store.claim("w1", 3.0) is not None  # takes q, the oldest
+    running = store.cancel("q", 4.0, "stop it")
+    assert running.status is Status.RUNNING and running.cancel_requested
+    assert store.cancel_requests("w1") == [("q", "stop it")]
+    assert store.cancel_requests("w2") == []
+    ended = store.cancel("r", 5.0, "not needed")
+    assert (ended.status, ended.reason, ended.finished_at) == (Status.CANCELLED, "not needed", 5.0)
+
+
+def test_a_stale_heartbeat_makes_running_executions_lost(store: Store) -> None:
+    store.register_worker("alive", "host-a", 1, "worker", 100.0)
+    store.register_worker("dead", "host-b", 2, "worker", 100.0)
+    for execution_id, created in (("x", 1.0), ("y", 2.0)):
+        queued(store, execution_id, created)
+    assert store.claim("alive", 100.0) is not None
+    assert store.claim("dead", 100.0) is not None
+    store.heartbeat("alive", 200.0)
+    lost = store.find_lost(stale_before=150.0)
+    assert [(x.execution_id, x.worker_id, x.hostname) for x in lost] == [("y", "dead", "host-b")]
+    assert store.mark_lost("y", 201.0, "gone")
+    assert not store.mark_lost("y", 202.0, "gone again")  # ends once
+    assert store.get("y").status is Status.LOST
+    assert store.find_lost(stale_before=150.0) == []
+
+
+def test_a_cleanly_stopped_process_leaves_nothing_running_unnoticed(store: Store) -> None:
+    store.register_worker("w", "host", 1, "run", 100.0)
+    queued(store, "z", 1.0)
+    assert store.claim("w", 100.0) is not None
+    store.heartbeat("w", 101.0, stopped=True)
+    assert [x.execution_id for x in store.find_lost(stale_before=0.0)] == ["z"]
