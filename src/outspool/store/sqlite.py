@@ -2,6 +2,8 @@
 
 WAL mode with ``synchronous=NORMAL``: readers never block the writer nor wait
 for it, and a commit costs no fsync. Each thread gets its own connection.
+Checkpoints (copying the WAL into the database, with its fsyncs) run on a
+thread of their own, so a writer never waits for the disk.
 Writes take the lock up front (``BEGIN IMMEDIATE``) and wait up to
 ``busy_timeout`` for another process's transaction, so several capturing
 processes can share one file.
@@ -14,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
 
     def describe(self) -> str:
         return str(self.path)
@@ -66,12 +69,17 @@ class SqliteStore:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA journal_size_limit = 67108864")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's job
         self._local.conn = conn
         with self._lock:
             self._all.append(conn)
         return conn
 
     def close(self) -> None:
+        with self._lock:
+            checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         with self._lock:
             conns, self._all = self._all, []
         for conn in conns:
@@ -100,6 +108,19 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        self._checkpoints().note()
+
+    def _checkpoints(self) -> _Checkpointer:
+        with self._lock:
+            if self._checkpointer is None:
+                self._checkpointer = _Checkpointer(self._connect_checkpointer)
+            return self._checkpointer
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+        return conn
 
     # --- schema ----------------------------------------------------------------
 
@@ -317,6 +338,57 @@ class SqliteStore:
         params = {"id": execution_id, "now": now, "reason": reason}
         with self._transaction("write to") as conn:
             return conn.execute(SQL["mark_lost"], params).rowcount == 1
+
+
+class _Checkpointer:
+    """Copies the WAL into the database from its own thread and connection.
+
+    Commits only say that there is something to copy; a passive checkpoint runs
+    when ``CHECKPOINT_EVERY`` commits are pending or a second has passed, and
+    once more on stop, so the WAL stays small without a writer ever waiting.
+    """
+
+    EVERY = 32  # commits between checkpoints under load
+    IDLE = 1.0  # seconds after which pending commits are checkpointed anyway
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._pending = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="outspool-checkpoint", daemon=True)
+        self._thread.start()
+
+    def note(self) -> None:
+        self._pending += 1
+        if self._pending >= self.EVERY:
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except sqlite3.Error:
+            return  # the writer's own errors say what is wrong
+        try:
+            while not self._stopping:
+                self._wake.wait(self.IDLE)
+                self._wake.clear()
+                if self._pending:
+                    self._pending = 0
+                    self._checkpoint(conn)
+            self._checkpoint(conn)
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):  # busy or failing: the next round tries again
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _chunk_params(c: ChunkRecord) -> dict[str, Any]:
