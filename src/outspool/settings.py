@@ -9,13 +9,14 @@ naming the setting.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+import msgspec
+from msgspec import Meta
 
 from outspool.errors import ConfigError
 
@@ -62,12 +63,8 @@ def default_languages() -> dict[str, list[str]]:
     }
 
 
-class Settings(BaseSettings):
-    """All of outspool's tunables. Construct once at start; it is immutable."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
-    )
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """All of outspool's tunables. Build with :meth:`load`; it is immutable."""
 
     # Where the store lives: a path, sqlite:///path or postgresql://...
     db: str | None = None
@@ -76,92 +73,68 @@ class Settings(BaseSettings):
 
     # --- the design document's buffer policy ---------------------------------
     #: Upper bound, in seconds, on how long output waits in memory before it is committed.
-    flush_interval: float = Field(1.0, gt=0, le=3600)
+    flush_interval: Annotated[float, Meta(gt=0, le=3600)] = 1.0
     #: A buffer holding more than this many bytes is flushed at once.
-    max_buffer_size: int = Field(10 * KiB, gt=0)
+    max_buffer_size: Annotated[int, Meta(gt=0)] = 10 * KiB
     #: A buffer holding more than this many lines is flushed at once.
-    max_buffer_lines: int = Field(100, gt=0)
+    max_buffer_lines: Annotated[int, Meta(gt=0)] = 100
     #: Streams up to this size are also kept inline in the executions row when done.
-    max_inline_output: int = Field(1 * MiB, ge=0)
+    max_inline_output: Annotated[int, Meta(ge=0)] = 1 * MiB
     #: Regular expressions (case-insensitive) for lines that update ``progress``.
-    progress_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_PROGRESS_PATTERNS))
+    progress_patterns: list[str] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_PROGRESS_PATTERNS)
+    )
 
     # --- what fixes the design document's defects ------------------------------
     #: When the writer is idle, output is committed after this short delay (seconds).
-    idle_flush_delay: float = Field(0.005, ge=0)
+    idle_flush_delay: Annotated[float, Meta(ge=0)] = 0.005
     #: A chunk row closes once it holds this many bytes (before compression) plus one read.
-    max_chunk_size: int = Field(2 * MiB, ge=4 * KiB)
+    max_chunk_size: Annotated[int, Meta(ge=4 * KiB)] = 2 * MiB
     #: Memory bound: above this many pending bytes per process, pipes stop being read.
-    max_pending_bytes: int = Field(8 * MiB, ge=64 * KiB)
+    max_pending_bytes: Annotated[int, Meta(ge=64 * KiB)] = 4 * MiB
     #: Bytes asked of the pipe per read; pipes are enlarged to this size when allowed.
-    read_size: int = Field(1 * MiB, ge=4 * KiB, le=64 * MiB)
+    read_size: Annotated[int, Meta(ge=4 * KiB, le=64 * MiB)] = 1 * MiB
     #: Chunk compression: zstd when it makes a chunk smaller, or none.
     compression: Literal["zstd", "none"] = "zstd"
     #: zstd level (1 is fastest; higher is smaller and slower).
-    compression_level: int = Field(1, ge=-7, le=22)
+    compression_level: Annotated[int, Meta(ge=-7, le=22)] = 1
     #: How many recent lines of a running execution are kept at hand in memory.
-    recent_lines: int = Field(100, ge=1, le=100_000)
+    recent_lines: Annotated[int, Meta(ge=1, le=100_000)] = 100
     #: Only this many trailing bytes of each read are scanned for progress lines.
-    progress_scan_bytes: int = Field(8 * KiB, ge=256)
+    progress_scan_bytes: Annotated[int, Meta(ge=256)] = 8 * KiB
     #: Seconds a database call waits on a lock held by another process.
-    busy_timeout: float = Field(30.0, ge=0)
+    busy_timeout: Annotated[float, Meta(ge=0)] = 30.0
     #: How often (seconds) followers look for new output on backends that cannot push.
-    poll_interval: float = Field(0.01, gt=0, le=10)
+    poll_interval: Annotated[float, Meta(gt=0, le=10)] = 0.01
 
     # --- process handling ------------------------------------------------------
     #: Set PYTHONUNBUFFERED=1 in the program's environment, so Python output shows live.
     pythonunbuffered: bool = True
     #: Seconds between SIGTERM and SIGKILL when a program is stopped.
-    kill_grace: float = Field(5.0, ge=0)
+    kill_grace: Annotated[float, Meta(ge=0)] = 5.0
     #: Seconds output is still drained after the program exits while a child holds its pipes.
-    drain_grace: float = Field(2.0, ge=0)
+    drain_grace: Annotated[float, Meta(ge=0)] = 2.0
     #: Language name -> argv prefix for ``--language``/``--code``.
-    languages: dict[str, list[str]] = Field(default_factory=default_languages)
+    languages: dict[str, list[str]] = msgspec.field(default_factory=default_languages)
 
     # --- worker ----------------------------------------------------------------
     #: Seconds between a worker's heartbeats.
-    heartbeat_interval: float = Field(2.0, gt=0)
+    heartbeat_interval: Annotated[float, Meta(gt=0)] = 2.0
     #: A running execution whose worker's heartbeat is older than this is ``lost``.
-    heartbeat_timeout: float = Field(30.0, gt=0)
+    heartbeat_timeout: Annotated[float, Meta(gt=0)] = 30.0
     #: Seconds a shutting-down worker lets running programs finish before stopping them.
-    shutdown_grace: float = Field(10.0, ge=0)
+    shutdown_grace: Annotated[float, Meta(ge=0)] = 10.0
     #: Variables a worker passes from its own environment to the programs it runs.
-    env_allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
+    env_allowlist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
     #: Resource limits for programs run by a worker (None: no limit).
-    limit_address_space: int | None = Field(None, gt=0)
-    limit_cpu_seconds: int | None = Field(None, gt=0)
-    limit_file_size: int | None = Field(None, gt=0)
-    limit_open_files: int | None = Field(None, gt=0)
+    limit_address_space: Annotated[int, Meta(gt=0)] | None = None
+    limit_cpu_seconds: Annotated[int, Meta(gt=0)] | None = None
+    limit_file_size: Annotated[int, Meta(gt=0)] | None = None
+    limit_open_files: Annotated[int, Meta(gt=0)] | None = None
 
     # --- web -------------------------------------------------------------------
     #: Bearer token required by ``outspool serve`` (mandatory off loopback).
     token: str | None = None
-
-    @field_validator("progress_patterns")
-    @classmethod
-    def _patterns_compile(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            try:
-                re.compile(pattern.encode(), re.IGNORECASE)
-            except re.error as exc:
-                raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
-        return value
-
-    @field_validator("languages")
-    @classmethod
-    def _languages_nonempty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for name, argv in value.items():
-            if not argv:
-                raise ValueError(f"language {name!r} has an empty command")
-        return value
-
-    @model_validator(mode="after")
-    def _environment_defaults(self) -> Self:
-        if self.env == "development" and "flush_interval" not in self.model_fields_set:
-            object.__setattr__(self, "flush_interval", 0.1)
-        if self.idle_flush_delay > self.flush_interval:
-            object.__setattr__(self, "idle_flush_delay", self.flush_interval)
-        return self
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -169,22 +142,63 @@ class Settings(BaseSettings):
 
         Raises :class:`ConfigError` naming the setting on any invalid value.
         """
-        known = {ENV_PREFIX + name.upper() for name in cls.model_fields}
-        for key in os.environ:
-            if key.startswith(ENV_PREFIX) and key not in known and key not in NON_SETTINGS:
-                raise ConfigError(f"{key} is not an outspool setting")
+        values: dict[str, Any] = {}
+        for key, raw in os.environ.items():
+            if key.startswith(ENV_PREFIX) and key not in NON_SETTINGS:
+                name = key[len(ENV_PREFIX) :].lower()
+                if name not in cls.__struct_fields__:
+                    raise ConfigError(f"{key} is not an outspool setting")
+                values[name] = _from_env(name, raw)
+        values.update(overrides)
         try:
-            return cls(**overrides)
-        except ValidationError as exc:
+            settings = msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
-        except SettingsError as exc:
+        return settings._checked(explicit=set(values))
+
+    def _checked(self, explicit: set[str]) -> Settings:
+        """What one field's type cannot say: regexes compile, intervals agree."""
+        for pattern in self.progress_patterns:
+            try:
+                re.compile(pattern.encode(), re.IGNORECASE)
+            except re.error as exc:
+                raise ConfigError(
+                    _named("progress_patterns", f"bad regular expression {pattern!r}: {exc}")
+                ) from None
+        for name, argv in self.languages.items():
+            if not argv:
+                raise ConfigError(_named("languages", f"language {name!r} has an empty command"))
+        changes: dict[str, float] = {}
+        if self.env == "development" and "flush_interval" not in explicit:
+            changes["flush_interval"] = 0.1
+        interval = changes.get("flush_interval", self.flush_interval)
+        if self.idle_flush_delay > interval:
+            changes["idle_flush_delay"] = interval
+        return msgspec.structs.replace(self, **changes) if changes else self
+
+
+#: Settings whose environment value is JSON (lists and maps).
+_JSON_FIELDS = frozenset({"progress_patterns", "languages", "env_allowlist"})
+
+
+def _from_env(name: str, raw: str) -> Any:
+    if name in _JSON_FIELDS:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
             raise ConfigError(
-                f"invalid setting: {exc} (lists and maps are given as JSON)"
+                _named(name, f"not valid JSON ({exc.msg}); lists and maps are given as JSON")
             ) from None
+    return None if raw == "" else raw
 
 
-def _describe(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    name = str(err["loc"][0]) if err["loc"] else "settings"
-    where = ENV_PREFIX + name.upper()
-    return f"invalid setting {name} ({where}): {err['msg']}"
+def _named(name: str, problem: str) -> str:
+    return f"invalid setting {name} ({ENV_PREFIX}{name.upper()}): {problem}"
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    found = re.search(r"at `\$\.(\w+)", text)
+    if found is None:
+        return f"invalid settings: {text}"
+    return _named(found.group(1), text[: found.start()].rstrip(" -"))

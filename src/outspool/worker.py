@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from outspool.client import Outspool, Running
-from outspool.errors import OutspoolError
+from outspool.errors import OutspoolError, StoreError
 from outspool.models import Execution
 from outspool.queue import recover
 from outspool.runner import Job, program_env
@@ -87,18 +87,29 @@ class Worker:
 
     def _loop(self) -> None:
         next_recovery = 0.0
+        outage: str | None = None
         while not self._stopping:
-            if time.monotonic() >= next_recovery:
-                for lost in recover(self.spool.store, self.settings):
-                    self._log(f"{lost} lost: its capturing process stopped heartbeating")
-                next_recovery = time.monotonic() + self.settings.heartbeat_timeout / 2
-            claimed = self._claim()
+            try:
+                if time.monotonic() >= next_recovery:
+                    for lost in recover(self.spool.store, self.settings):
+                        self._log(f"{lost} lost: its capturing process stopped heartbeating")
+                    next_recovery = time.monotonic() + self.settings.heartbeat_timeout / 2
+                claimed = self._claim()
+            except StoreError as exc:  # the database is away: keep running what we have
+                if str(exc) != outage:
+                    outage = str(exc)
+                    self._log(f"cannot reach the queue, retrying: {exc}")
+                claimed = False
+            else:
+                if outage is not None:
+                    outage = None
+                    self._log("the queue is reachable again")
             with self._lock:
                 busy = len(self._running)
-            if self.burst and not claimed and busy == 0:
+            if self.burst and not claimed and busy == 0 and outage is None:
                 return
             if not claimed or busy >= self.concurrency:
-                self._wake.wait(IDLE_POLL)
+                self._wake.wait(IDLE_POLL if outage is None else 1.0)
                 self._wake.clear()
 
     def _claim(self) -> bool:

@@ -103,11 +103,12 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT (disk full) must not leave it open
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
         self._checkpoints().note()
 
     def _checkpoints(self) -> _Checkpointer:
