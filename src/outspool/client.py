@@ -10,7 +10,6 @@ that runs it in a thread (one core, not sync and async twins)::
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import threading
 import time
@@ -18,7 +17,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from outspool.errors import StoreError
-from outspool.follow import Follower, Range, iter_output, read_all, read_range, tail
+from outspool.follow import (
+    Follower,
+    Range,
+    iter_output,
+    read_all,
+    read_range,
+    tail,
+)
+from outspool.follow import to_thread as _to_thread
 from outspool.heartbeat import Heartbeat
 from outspool.models import Execution, Status, Stream
 from outspool.runner import Execute, Job, new_id, program_env
@@ -239,7 +246,7 @@ class Outspool:
         return self.start(command, **options).wait()
 
     async def arun(self, command: Sequence[str] = (), **options: Any) -> Execution:
-        return await asyncio.to_thread(self.run, command, **options)
+        return await _to_thread(self.run, command, **options)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -275,7 +282,7 @@ class Outspool:
         return Follower(self.store, self.get(execution_id).id, stream, offset)
 
     async def aget(self, execution_id: str) -> Execution:
-        return await asyncio.to_thread(self.get, execution_id)
+        return await _to_thread(self.get, execution_id)
 
     async def aread(self, execution_id: str, stream: Stream | None = None) -> bytes:
-        return await asyncio.to_thread(self.read, execution_id, stream)
+        return await _to_thread(self.read, execution_id, stream)

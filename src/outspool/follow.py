@@ -8,15 +8,16 @@ chunk, and a follower asks for chunks after the last one it saw. Stream
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from outspool.codec import decode
 from outspool.models import Chunk, Stream
 from outspool.store.base import Store
 
 _BATCH = 64  # chunks fetched per query
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +97,12 @@ def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = No
     newlines = 0
     before = 1 << 62
     end: int | None = None
+    batch = 1  # the newest chunk usually holds enough lines: fetch more only when not
     while lines > 0:
-        records = store.chunks_before(execution_id, before, 8)
+        records = store.chunks_before(execution_id, before, batch)
         if not records:
             break
+        batch = min(batch * 2, 8)
         for record in records:
             before = record.chunk_index
             chunk = decode(record)
@@ -177,7 +180,7 @@ class Follower:
 
     async def __aiter__(self) -> AsyncIterator[tuple[Stream, bytes]]:
         while not self.done:
-            for item in await asyncio.to_thread(self.poll):
+            for item in await to_thread(self.poll):
                 yield item
 
     def _fetch(self) -> list[tuple[Stream, bytes]]:
@@ -202,3 +205,10 @@ class Follower:
             return chunk.tagged()
         data = chunk.data(self.stream)
         return [(self.stream, data)] if data else []
+
+
+async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """asyncio.to_thread, imported on first use: the CLI never pays for asyncio."""
+    import asyncio
+
+    return await asyncio.to_thread(func, *args, **kwargs)
