@@ -1,0 +1,93 @@
+"""Reading stored output (ranges, tails, following) against every backend, checked
+against the plain bytes: whatever the chunking, the answer is the same slice."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from outspool.follow import Follower, read_range, tail
+from outspool.models import Outcome, Status, Stream
+from outspool.store import NewExecution, OutputUpdate, Store, WriteBatch
+from tests.contract.test_store import raw_chunk
+
+Pieces = list[tuple[bytes, bytes]]
+IDS = itertools.count()  # hypothesis replays examples: every run stores under a new ID
+line_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"") + b"\n")
+piece = st.tuples(
+    st.lists(line_bytes, max_size=4).map(b"".join) | st.binary(max_size=30),
+    st.lists(line_bytes, max_size=3).map(b"".join),
+).filter(lambda p: bool(p[0] or p[1]))
+
+
+def store_pieces(store: Store, execution_id: str, pieces: Pieces) -> tuple[bytes, bytes, bytes]:
+    store.create(NewExecution(("x",)), execution_id, 1.0)
+    chunks, out_off, err_off = [], 0, 0
+    for index, (out, err) in enumerate(pieces):
+        chunks.append(raw_chunk(execution_id, index, (out_off, err_off), out, err))
+        out_off += len(out)
+        err_off += len(err)
+    store.write(
+        WriteBatch(chunks, [OutputUpdate(execution_id, out_off, err_off, len(pieces), 2.0)])
+    )
+    store.finish(execution_id, Outcome(Status.SUCCEEDED, 0), 3.0, None)
+    out = b"".join(o for o, _ in pieces)
+    err = b"".join(e for _, e in pieces)
+    return out, err, b"".join(o + e for o, e in pieces)
+
+
+def last_lines(data: bytes, n: int) -> bytes:
+    body = data[:-1] if data.endswith(b"\n") else data
+    lines = body.split(b"\n")
+    if n == 0 or not data:
+        return b""
+    kept = b"\n".join(lines[-n:])
+    return kept + (b"\n" if data.endswith(b"\n") else b"")
+
+
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@SETTINGS
+@example(pieces=[(b"line start ", b""), (b"continued\nlast\n", b"")], n=2, which=Stream.STDOUT)
+@example(pieces=[(b"a\nb", b"e\n"), (b"c\n", b"")], n=2, which=None)
+@given(
+    pieces=st.lists(piece, min_size=1, max_size=12),
+    n=st.integers(0, 30),
+    which=st.sampled_from([None, Stream.STDOUT, Stream.STDERR]),
+)
+def test_tail_is_the_last_lines_whatever_the_chunking(
+    store: Store, pieces: Pieces, n: int, which: Stream | None
+) -> None:
+    execution_id = f"t{next(IDS)}"
+    out, err, both = store_pieces(store, execution_id, pieces)
+    data = {None: both, Stream.STDOUT: out, Stream.STDERR: err}[which]
+    found = tail(store, execution_id, n, which)
+    assert found.data == last_lines(data, n)
+    assert found.next_offset == len(data)
+    assert found.offset == len(data) - len(found.data)
+
+
+@SETTINGS
+@given(
+    pieces=st.lists(piece, min_size=1, max_size=12),
+    start=st.integers(0, 400),
+    limit=st.integers(1, 200),
+    which=st.sampled_from([None, Stream.STDOUT, Stream.STDERR]),
+)
+def test_ranges_and_following_match_the_plain_bytes(
+    store: Store, pieces: Pieces, start: int, limit: int, which: Stream | None
+) -> None:
+    execution_id = f"r{next(IDS)}"
+    out, err, both = store_pieces(store, execution_id, pieces)
+    data = {None: both, Stream.STDOUT: out, Stream.STDERR: err}[which]
+    start = min(start, len(data))
+    found = read_range(store, execution_id, which, start, limit)
+    assert found.data == data[start : start + limit]
+    assert found.next_offset == start + len(found.data)
+    followed = b"".join(p for _, p in Follower(store, execution_id, which, start))
+    assert followed == data[start:]
