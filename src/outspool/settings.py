@@ -89,7 +89,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: When the writer is idle, output is committed after this short delay (seconds).
     idle_flush_delay: Annotated[float, Meta(ge=0)] = 0.005
     #: A chunk row closes once it holds this many bytes (before compression) plus one read.
-    max_chunk_size: Annotated[int, Meta(ge=4 * KiB)] = 2 * MiB
+    max_chunk_size: Annotated[int, Meta(ge=4 * KiB)] = 1 * MiB
     #: Memory bound: above this many pending bytes per process, pipes stop being read.
     max_pending_bytes: Annotated[int, Meta(ge=64 * KiB)] = 4 * MiB
     #: Bytes asked of the pipe per read; pipes are enlarged to this size when allowed.
