@@ -153,21 +153,25 @@ class Capture:
 
     def _read(self, sel: selectors.BaseSelector, fd: int) -> None:
         stream = self.child.fds[fd]
+        room = self.sink.reserve(self._read_size)  # blocks while the store is behind
         try:
-            data = os.read(fd, self._read_size)
+            data = os.read(fd, room)
         except BlockingIOError:
-            return
+            data = None
         except OSError as exc:
             if not is_eof_error(exc):
+                self.sink.release(room)
                 raise
             data = b""
         if not data:
-            sel.unregister(fd)
-            os.close(fd)
-            del self.child.fds[fd]
+            self.sink.release(room)
+            if data is not None:
+                sel.unregister(fd)
+                os.close(fd)
+                del self.child.fds[fd]
             return
         self._show(stream, data)
-        self.sink.write(stream, data)
+        self.sink.write(stream, data, room)
 
     def _show(self, stream: Stream, data: bytes) -> None:
         fd = self._echo.get(stream)

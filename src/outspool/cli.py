@@ -17,6 +17,7 @@ from outspool import __version__, queue
 from outspool.client import Outspool, Running
 from outspool.errors import InvalidStateError, OutspoolError
 from outspool.models import Execution, Status, Stream
+from outspool.process import limit_malloc_arenas
 from outspool.runner import Job
 from outspool.settings import Settings
 from outspool.worker import Worker
@@ -397,6 +398,7 @@ def serve(db: str | None, host: str, port: int, token: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user mistakes get one line on stderr and exit code 2, never a traceback."""
+    limit_malloc_arenas()
     try:
         cli.main(args=argv, prog_name="outspool", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

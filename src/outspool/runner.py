@@ -168,7 +168,7 @@ class Execute:
             outcome = Outcome(Status.FAILED, None, None, str(exc))
             sink.finish(outcome)
             raise
-        self.store.mark_running(ex.id, child.pid, time.time(), self._worker_id)
+        sink.started(child.pid, time.time(), self._worker_id)
         s = self.settings
         self._capture = Capture(
             child,

@@ -55,6 +55,7 @@ class Worker:
         self.burst = burst
         self._log = log
         self._running: dict[str, Running] = {}
+        self._ended: list[Running] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -79,6 +80,7 @@ class Worker:
             self._log(f"{self.worker_id} started, concurrency {self.concurrency}")
             self._loop()
             self._shutdown()
+            self._report_ended()
         finally:
             self.spool.close()
             self._log(f"{self.worker_id} stopped after {self.completed} executions")
@@ -89,6 +91,7 @@ class Worker:
         next_recovery = 0.0
         outage: str | None = None
         while not self._stopping:
+            self._report_ended()
             try:
                 if time.monotonic() >= next_recovery:
                     for lost in recover(self.spool.store, self.settings):
@@ -144,14 +147,20 @@ class Worker:
                 shutil.rmtree(workdir, ignore_errors=True)
             with self._lock:
                 self._running.pop(handle.id, None)
+                self._ended.append(handle)  # reported by the loop, on its own connection
                 self.completed += 1
-            self._report(handle)
             self._wake.set()
 
         with self._lock:
             self._running[execution.id] = self.spool.launch(
                 execution, env=env, child_setup=self._limits(), on_end=ended
             )
+
+    def _report_ended(self) -> None:
+        with self._lock:
+            ended, self._ended = self._ended, []
+        for handle in ended:
+            self._report(handle)
 
     def _report(self, handle: Running) -> None:
         if handle.error is not None and not isinstance(handle.error, OutspoolError):

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from outspool.buffer import FlushPolicy, OutputBuffer
 from outspool.codec import ChunkRecord, Encoder, decode
@@ -61,9 +62,24 @@ class Sink:
         self.done = threading.Event()
         self.error: BaseException | None = None
 
-    def write(self, stream: Stream, data: bytes) -> None:
-        """Queue bytes read from ``stream``; blocks while the process holds too much."""
-        self._writer.put(self, stream, data)
+    def reserve(self, wanted: int) -> int:
+        """Room for the next read: blocks while the process holds too much (backpressure).
+
+        Returns how many bytes may be read; hand them to :meth:`write` (or
+        :meth:`release` if the read brought nothing).
+        """
+        return self._writer.reserve(wanted)
+
+    def release(self, reserved: int) -> None:
+        self._writer.put(self, Stream.STDOUT, b"", reserved)
+
+    def write(self, stream: Stream, data: bytes, reserved: int = 0) -> None:
+        """Queue bytes read from ``stream`` into room taken with :meth:`reserve`."""
+        self._writer.put(self, stream, data, reserved)
+
+    def started(self, pid: int | None, started_at: float, worker_id: str | None) -> None:
+        """Record that the program started (committed by the writer, before any output)."""
+        self._writer.request_started(self.execution_id, pid, started_at, worker_id)
 
     def finish(self, outcome: Outcome, timeout: float | None = None) -> None:
         """Commit what is pending, then record ``outcome``; returns once stored."""
@@ -93,7 +109,9 @@ class Writer:
         self._cond = threading.Condition()
         self._sinks: dict[str, Sink] = {}
         self._finishing: list[Sink] = []
+        self._starting: list[tuple[str, int | None, float, str | None]] = []
         self._pending = 0
+        self._reserved = 0  # room granted to reads in progress
         self._idle = False
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -135,11 +153,32 @@ class Writer:
             self._sinks[execution_id] = sink
         return sink
 
-    def put(self, sink: Sink, stream: Stream, data: bytes) -> None:
-        sink.monitor.feed(data)
+    def reserve(self, wanted: int) -> int:
+        """Wait for room under ``max_pending_bytes``; grant at most ``wanted`` bytes of it.
+
+        Reads and pending output together never exceed the bound, however many
+        programs are read at once.
+        """
         limit = self.settings.max_pending_bytes
         with self._cond:
-            while self._pending >= limit and self._failure is None:
+            while self._pending + self._reserved >= limit and self._failure is None:
+                self._cond.wait()
+            if self._failure is not None:
+                raise StoreError(f"the writer stopped: {self._failure}")
+            grant = min(wanted, limit - self._pending - self._reserved)
+            self._reserved += grant
+            return grant
+
+    def put(self, sink: Sink, stream: Stream, data: bytes, reserved: int = 0) -> None:
+        if data:
+            sink.monitor.feed(data)
+        limit = self.settings.max_pending_bytes
+        with self._cond:
+            self._reserved -= reserved
+            if not data:
+                self._cond.notify_all()
+                return
+            while not reserved and self._pending >= limit and self._failure is None:
                 self._cond.wait()
             if self._failure is not None:
                 raise StoreError(f"the writer stopped: {self._failure}")
@@ -148,6 +187,13 @@ class Writer:
             self._pending += len(data)
             if was_empty or sink.buffer.due(self._clock()):
                 self._cond.notify_all()
+
+    def request_started(
+        self, execution_id: str, pid: int | None, started_at: float, worker_id: str | None
+    ) -> None:
+        with self._cond:
+            self._starting.append((execution_id, pid, started_at, worker_id))
+            self._cond.notify_all()
 
     def request_finish(self, sink: Sink, outcome: Outcome) -> None:
         with self._cond:
@@ -184,6 +230,9 @@ class Writer:
                 if sink.buffer.size or sink.monitor.progress_dirty
             ]
             finishing, self._finishing = self._finishing, []
+            starting, self._starting = self._starting, []
+        for start in starting:
+            self._retry("record the start of", partial(self.store.mark_running, *start))
         size = sum(len(d) for _, segs, _ in taken for _, d in segs)
         if taken:
             batch = self._encode(taken)
@@ -201,7 +250,7 @@ class Writer:
         while True:
             now = self._clock()
             pending = [s for s in self._sinks.values() if s.buffer.size]
-            if self._finishing or any(s.buffer.due(now) for s in pending):
+            if self._finishing or self._starting or any(s.buffer.due(now) for s in pending):
                 return True
             if self._stopping:
                 return bool(pending)
