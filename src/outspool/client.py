@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from outspool import queue
 from outspool.errors import StoreError
 from outspool.follow import (
     Follower,
@@ -247,6 +248,28 @@ class Outspool:
 
     async def arun(self, command: Sequence[str] = (), **options: Any) -> Execution:
         return await _to_thread(self.run, command, **options)
+
+    # --- the queue ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        command: Sequence[str] = (),
+        *,
+        language: str | None = None,
+        code: str | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        pty: bool = False,
+    ) -> Execution:
+        """Queue a program for a worker (``outspool worker``); the new ``queued`` record."""
+        job = Job(tuple(command), language, code, name, timeout, dict(env or {}), cwd, pty)
+        return queue.submit(self.store, self.settings, job)
+
+    def cancel(self, execution_id: str, reason: str = "cancelled by request") -> Execution:
+        """Cancel: a queued execution never starts; a running one is stopped by its process."""
+        return queue.cancel(self.store, execution_id, reason)
 
     # --- reading -----------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = False
         self._force = False
+        self._thread: threading.Thread | None = None
         self.completed = 0
 
     @property
@@ -71,6 +72,19 @@ class Worker:
         self._stopping = True
         self._force = self._force or force
         self._wake.set()
+
+    def start(self) -> Worker:
+        """Run in a background thread (see :meth:`join`); signals stay the caller's."""
+        self._thread = threading.Thread(target=self.run, name="outspool-worker", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for a worker started with :meth:`start`; True once it has stopped."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def run(self) -> None:
         """Work until stopped; always commits all output and records every ending."""

@@ -20,22 +20,22 @@ from tests.helpers import alive, wait_until
 FAST = {"OUTSPOOL_KILL_GRACE": "0.5", "OUTSPOOL_DRAIN_GRACE": "0.5"}
 
 
-def queue_jobs(db: Path, jobs: list[Job]) -> list[str]:
-    with Outspool(str(db)) as spool:
+def queue_jobs(db: str, jobs: list[Job]) -> list[str]:
+    with Outspool(db) as spool:
         return [submit(spool.store, spool.settings, job).id for job in jobs]
 
 
-def record(db: Path, execution_id: str) -> dict[str, object]:
-    with Outspool(str(db)) as spool:
+def record(db: str, execution_id: str) -> dict[str, object]:
+    with Outspool(db) as spool:
         return spool.get(execution_id).to_json()
 
 
-def stored(db: Path, execution_id: str) -> bytes:
-    with Outspool(str(db)) as spool:
+def stored(db: str, execution_id: str) -> bytes:
+    with Outspool(db) as spool:
         return spool.read(execution_id)
 
 
-def wait_status(db: Path, execution_id: str, *wanted: str) -> dict[str, object]:
+def wait_status(db: str, execution_id: str, *wanted: str) -> dict[str, object]:
     wait_until(
         lambda: record(db, execution_id)["status"] in wanted,
         message=f"{execution_id} to be {'/'.join(wanted)}",
@@ -43,7 +43,7 @@ def wait_status(db: Path, execution_id: str, *wanted: str) -> dict[str, object]:
     return record(db, execution_id)
 
 
-def wait_output(db: Path, execution_id: str, needle: bytes) -> bytes:
+def wait_output(db: str, execution_id: str, needle: bytes) -> bytes:
     wait_until(
         lambda: needle in stored(db, execution_id),
         message=f"{needle!r} in the output of {execution_id}",
@@ -57,7 +57,7 @@ def test_four_workers_run_500_jobs_exactly_once(
     ledger = tmp_path / "ledger"
     ledger.touch()
     jobs = [Job(("sh", "-c", f'echo "$OUTSPOOL_EXECUTION_ID" >> {ledger}')) for _ in range(500)]
-    ids = queue_jobs(db_path, jobs)
+    ids = queue_jobs(str(db_path), jobs)
     workers = [spawn_cli("worker", "--db", str(db_path), "--burst", "-c", "2") for _ in range(4)]
     for proc in workers:
         assert proc.wait(240) == 0
@@ -71,16 +71,16 @@ def test_four_workers_run_500_jobs_exactly_once(
 
 
 def test_sigkill_of_worker_leaves_no_orphans_and_recovery_marks_lost(
-    db_path: Path, tmp_path: Path, spawn_cli: SpawnCli, run_cli: RunCli
+    db_url: str, tmp_path: Path, spawn_cli: SpawnCli, run_cli: RunCli
 ) -> None:
     pids = tmp_path / "pids"
     script = (
         f"echo $$ > {pids}; sleep 300 & echo $! >> {pids}; "
         "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.01; done"
     )
-    (execution_id,) = queue_jobs(db_path, [Job(("sh", "-c", script))])
-    worker = spawn_cli("worker", "--db", str(db_path))
-    before = wait_output(db_path, execution_id, b"line 20\n")
+    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", script))])
+    worker = spawn_cli("worker", "--db", db_url)
+    before = wait_output(db_url, execution_id, b"line 20\n")
     wait_until(lambda: len(pids.read_text().split()) == 2, message="the program's pids")
     program, grandchild = (int(p) for p in pids.read_text().split())
 
@@ -90,174 +90,190 @@ def test_sigkill_of_worker_leaves_no_orphans_and_recovery_marks_lost(
 
     env = {"OUTSPOOL_HEARTBEAT_TIMEOUT": "0.2"}
     wait_until(
-        lambda: execution_id.encode() in run_cli("recover", "--db", str(db_path), env=env).stdout,
+        lambda: execution_id.encode() in run_cli("recover", "--db", db_url, env=env).stdout,
         message="recover to mark it lost",
     )
-    ex = record(db_path, execution_id)
+    ex = record(db_url, execution_id)
     assert ex["status"] == "lost"
     assert "heartbeat" in str(ex["reason"])
-    after = stored(db_path, execution_id)
+    after = stored(db_url, execution_id)
     assert after.startswith(before)  # what was stored before the crash is intact
     wait_until(lambda: not alive(grandchild), message="recovery to kill the orphaned grandchild")
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    if not db_url.startswith("postgresql"):
+        with sqlite3.connect(db_url) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def test_sigterm_drains_running_jobs_and_claims_no_more(
-    db_path: Path, tmp_path: Path, spawn_cli: SpawnCli
+    db_url: str, tmp_path: Path, spawn_cli: SpawnCli
 ) -> None:
     gate = tmp_path / "gate"
     slow = Job(
         ("sh", "-c", f"echo started; while [ ! -e {gate} ]; do sleep 0.01; done; echo finished")
     )
-    first, second = queue_jobs(db_path, [slow, Job(("echo", "never"))])
-    worker = spawn_cli("worker", "--db", str(db_path), "-c", "1")
-    wait_output(db_path, first, b"started\n")
+    first, second = queue_jobs(db_url, [slow, Job(("echo", "never"))])
+    worker = spawn_cli("worker", "--db", db_url, "-c", "1")
+    wait_output(db_url, first, b"started\n")
     worker.send_signal(signal.SIGTERM)
     gate.touch()  # the running job may finish within the shutdown grace
     assert worker.wait(30) == 0
-    assert record(db_path, first)["status"] == "succeeded"
-    assert stored(db_path, first) == b"started\nfinished\n"
-    assert record(db_path, second)["status"] == "queued"
+    assert record(db_url, first)["status"] == "succeeded"
+    assert stored(db_url, first) == b"started\nfinished\n"
+    assert record(db_url, second)["status"] == "queued"
 
 
 def test_shutdown_grace_over_stops_running_jobs_as_cancelled(
-    db_path: Path, spawn_cli: SpawnCli
+    db_url: str, spawn_cli: SpawnCli
 ) -> None:
-    (execution_id,) = queue_jobs(db_path, [Job(("sh", "-c", "echo up; sleep 300"))])
+    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", "echo up; sleep 300"))])
     env = {**FAST, "OUTSPOOL_SHUTDOWN_GRACE": "0.2"}
-    worker = spawn_cli("worker", "--db", str(db_path), env=env)
-    wait_output(db_path, execution_id, b"up\n")
+    worker = spawn_cli("worker", "--db", db_url, env=env)
+    wait_output(db_url, execution_id, b"up\n")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
-    ex = record(db_path, execution_id)
+    ex = record(db_url, execution_id)
     assert (ex["status"], ex["reason"]) == ("cancelled", "worker shutdown")
-    assert stored(db_path, execution_id) == b"up\n"
+    assert stored(db_url, execution_id) == b"up\n"
 
 
 IGNORES_TERM = "trap '' TERM; echo $$; while true; do sleep 0.05; done"
 
 
-def test_timeout_kills_a_program_that_ignores_sigterm(db_path: Path, run_cli: RunCli) -> None:
-    (execution_id,) = queue_jobs(db_path, [Job(("sh", "-c", IGNORES_TERM), timeout=0.5)])
-    assert run_cli("worker", "--db", str(db_path), "--burst", env=FAST).rc == 0
-    ex = record(db_path, execution_id)
+def test_timeout_kills_a_program_that_ignores_sigterm(db_url: str, run_cli: RunCli) -> None:
+    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", IGNORES_TERM), timeout=0.5)])
+    assert run_cli("worker", "--db", db_url, "--burst", env=FAST).rc == 0
+    ex = record(db_url, execution_id)
     assert ex["status"] == "timed_out"
     assert ex["signal"] == signal.SIGKILL
-    assert not alive(int(stored(db_path, execution_id)))
+    assert not alive(int(stored(db_url, execution_id)))
 
 
-def test_cancel_queued_and_running(db_path: Path, spawn_cli: SpawnCli, run_cli: RunCli) -> None:
+def test_cancel_queued_and_running(db_url: str, spawn_cli: SpawnCli, run_cli: RunCli) -> None:
     running_id, queued_id = queue_jobs(
-        db_path, [Job(("sh", "-c", IGNORES_TERM)), Job(("echo", "x"))]
+        db_url, [Job(("sh", "-c", IGNORES_TERM)), Job(("echo", "x"))]
     )
-    assert run_cli("cancel", "--db", str(db_path), queued_id).rc == 0
-    assert record(db_path, queued_id)["status"] == "cancelled"
+    assert run_cli("cancel", "--db", db_url, queued_id).rc == 0
+    assert record(db_url, queued_id)["status"] == "cancelled"
 
-    spawn_cli("worker", "--db", str(db_path), "-c", "1", env=FAST)
-    pid = int(wait_output(db_path, running_id, b"\n"))
-    done = run_cli("cancel", "--db", str(db_path), running_id)
+    spawn_cli("worker", "--db", db_url, "-c", "1", env=FAST)
+    pid = int(wait_output(db_url, running_id, b"\n"))
+    done = run_cli("cancel", "--db", db_url, running_id)
     assert done.rc == 0, done.stderr
-    ex = wait_status(db_path, running_id, "cancelled")
+    ex = wait_status(db_url, running_id, "cancelled")
     assert ex["reason"] == "cancelled by request"
     wait_until(lambda: not alive(pid), message="the cancelled program to die")
-    again = run_cli("cancel", "--db", str(db_path), running_id)
+    again = run_cli("cancel", "--db", db_url, running_id)
     assert again.err_lines == [f"outspool: execution {running_id} already ended: cancelled"]
 
 
 def test_grandchild_holding_the_pipe_does_not_hang(
-    db_path: Path, tmp_path: Path, run_cli: RunCli
+    db_url: str, tmp_path: Path, run_cli: RunCli
 ) -> None:
     pid_file = tmp_path / "pid"
     script = f"sleep 300 & echo $! > {pid_file}; echo main done"
-    (execution_id,) = queue_jobs(db_path, [Job(("sh", "-c", script))])
-    assert run_cli("worker", "--db", str(db_path), "--burst", env=FAST, timeout=60).rc == 0
-    ex = record(db_path, execution_id)
+    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", script))])
+    assert run_cli("worker", "--db", db_url, "--burst", env=FAST, timeout=60).rc == 0
+    ex = record(db_url, execution_id)
     assert ex["status"] == "succeeded"
-    assert stored(db_path, execution_id) == b"main done\n"
+    assert stored(db_url, execution_id) == b"main done\n"
     assert not alive(int(pid_file.read_text()))
 
 
 def test_programs_get_a_clean_environment_and_a_fresh_directory(
-    db_path: Path, run_cli: RunCli
+    db_url: str, run_cli: RunCli
 ) -> None:
     code = (
         "import os; print(sorted(os.environ)); print(os.environ.get('GIVEN')); print(os.getcwd())"
     )
-    (execution_id,) = queue_jobs(db_path, [Job(language="python", code=code, env={"GIVEN": "yes"})])
+    (execution_id,) = queue_jobs(db_url, [Job(language="python", code=code, env={"GIVEN": "yes"})])
     env = {"SECRET_TOKEN": "hunter2", "PATH": os.environ["PATH"]}
-    assert run_cli("worker", "--db", str(db_path), "--burst", env=env).rc == 0
-    names, given, cwd = stored(db_path, execution_id).decode().splitlines()
+    assert run_cli("worker", "--db", db_url, "--burst", env=env).rc == 0
+    names, given, cwd = stored(db_url, execution_id).decode().splitlines()
     assert "SECRET_TOKEN" not in names
-    assert "hunter2" not in stored(db_path, execution_id).decode()
+    assert "hunter2" not in stored(db_url, execution_id).decode()
     assert "'PATH'" in names
     assert given == "yes"
     assert "outspool-" in cwd
     assert not Path(cwd).exists()  # removed afterwards
 
 
-def test_resource_limits_apply_to_programs(db_path: Path, run_cli: RunCli) -> None:
+def test_resource_limits_apply_to_programs(db_url: str, run_cli: RunCli) -> None:
     code = "import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
-    (execution_id,) = queue_jobs(db_path, [Job(language="python", code=code)])
+    (execution_id,) = queue_jobs(db_url, [Job(language="python", code=code)])
     assert (
-        run_cli(
-            "worker", "--db", str(db_path), "--burst", env={"OUTSPOOL_LIMIT_OPEN_FILES": "77"}
-        ).rc
+        run_cli("worker", "--db", db_url, "--burst", env={"OUTSPOOL_LIMIT_OPEN_FILES": "77"}).rc
         == 0
     )
-    assert stored(db_path, execution_id) == b"77\n"
+    assert stored(db_url, execution_id) == b"77\n"
 
 
-def test_unknown_language_is_refused_at_submit(db_path: Path, run_cli: RunCli) -> None:
-    done = run_cli("submit", "--db", str(db_path), "--language", "cobol", "--code", "x")
+def test_unknown_language_is_refused_at_submit(db_url: str, run_cli: RunCli) -> None:
+    done = run_cli("submit", "--db", db_url, "--language", "cobol", "--code", "x")
     assert done.rc == 2
     assert done.err_lines == ["outspool: unknown language 'cobol' (known: bash, node, python, sh)"]
 
 
-def test_library_worker_runs_until_empty(db_path: Path, settings: Settings) -> None:
+def test_library_worker_runs_until_empty(db_url: str, settings: Settings) -> None:
     from outspool.worker import Worker
 
-    ids = queue_jobs(db_path, [Job(("echo", str(i))) for i in range(5)])
+    ids = queue_jobs(db_url, [Job(("echo", str(i))) for i in range(5)])
     lines: list[str] = []
     log: Callable[[str], None] = lines.append
-    Worker(str(db_path), settings, concurrency=2, burst=True, log=log).run()
-    assert [stored(db_path, i) for i in ids] == [f"{i}\n".encode() for i in range(5)]
+    Worker(db_url, settings, concurrency=2, burst=True, log=log).run()
+    assert [stored(db_url, i) for i in ids] == [f"{i}\n".encode() for i in range(5)]
     assert sum("succeeded" in line for line in lines) == 5
 
 
-def test_submit_prints_an_id_that_a_worker_runs(db_path: Path, run_cli: RunCli) -> None:
+def test_submit_prints_an_id_that_a_worker_runs(db_url: str, run_cli: RunCli) -> None:
     done = run_cli(
-        "submit", "--db", str(db_path), "--name", "hi", "--env", "A=1", "--", "sh", "-c", "echo $A"
+        "submit", "--db", db_url, "--name", "hi", "--env", "A=1", "--", "sh", "-c", "echo $A"
     )
     assert done.rc == 0
     execution_id = done.stdout.decode().strip()
-    assert record(db_path, execution_id)["status"] == "queued"
-    assert run_cli("worker", "--db", str(db_path), "--burst").rc == 0
-    assert stored(db_path, execution_id) == b"1\n"
-    bad = run_cli("submit", "--db", str(db_path), "--env", "NOEQUALS", "--", "true")
+    assert record(db_url, execution_id)["status"] == "queued"
+    assert run_cli("worker", "--db", db_url, "--burst").rc == 0
+    assert stored(db_url, execution_id) == b"1\n"
+    bad = run_cli("submit", "--db", db_url, "--env", "NOEQUALS", "--", "true")
     assert bad.rc == 2 and len(bad.err_lines) == 1
 
 
-def test_bad_worker_flag_is_one_line(run_cli: RunCli, db_path: Path) -> None:
-    done = run_cli("worker", "--db", str(db_path), "--concurrency", "0")
+def test_bad_worker_flag_is_one_line(run_cli: RunCli, db_url: str) -> None:
+    done = run_cli("worker", "--db", db_url, "--concurrency", "0")
     assert done.rc == 2
     assert len(done.err_lines) == 1
     assert b"Traceback" not in done.stderr
 
 
 def test_a_program_running_outspool_accepts_the_execution_variable(
-    db_path: Path, run_cli: RunCli
+    db_url: str, run_cli: RunCli
 ) -> None:
     code = "from outspool import Settings; Settings.load(); print('ok')"
-    (execution_id,) = queue_jobs(db_path, [Job(language="python", code=code)])
-    assert run_cli("worker", "--db", str(db_path), "--burst").rc == 0
-    assert stored(db_path, execution_id) == b"ok\n"
+    (execution_id,) = queue_jobs(db_url, [Job(language="python", code=code)])
+    assert run_cli("worker", "--db", db_url, "--burst").rc == 0
+    assert stored(db_url, execution_id) == b"ok\n"
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed"])
-def test_exit_codes_map_to_statuses(db_path: Path, run_cli: RunCli, status: str) -> None:
+def test_exit_codes_map_to_statuses(db_url: str, run_cli: RunCli, status: str) -> None:
     code = 0 if status == "succeeded" else 7
-    (execution_id,) = queue_jobs(db_path, [Job(("sh", "-c", f"exit {code}"))])
-    assert run_cli("worker", "--db", str(db_path), "--burst").rc == 0
-    ex = record(db_path, execution_id)
+    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", f"exit {code}"))])
+    assert run_cli("worker", "--db", db_url, "--burst").rc == 0
+    ex = record(db_url, execution_id)
     assert (ex["status"], ex["exit_code"]) == (status, code)
+
+
+def test_library_queue_and_background_worker(db_url: str, settings: Settings) -> None:
+    from outspool.worker import Worker
+
+    with Outspool(db_url, settings) as spool:
+        gate_free = spool.submit(language="python", code="print('ran')", name="lib")
+        never = spool.submit(["sleep", "300"])
+        assert spool.cancel(never.id).status is Status.CANCELLED
+        worker = Worker(db_url, settings, concurrency=1, log=lambda _: None).start()
+        try:
+            wait_until(lambda: spool.get(gate_free.id).status.finished, message="the job to end")
+        finally:
+            worker.stop()
+            assert worker.join(60)
+        assert spool.read(gate_free.id) == b"ran\n"
+        assert spool.get(never.id).started_at is None  # a cancelled job never starts
