@@ -49,7 +49,7 @@ class OutputBuffer:
 
     @property
     def lines(self) -> int:
-        """Newlines pending."""
+        """Newlines pending (counted only while the size alone does not make it due)."""
         return self._lines
 
     def append(self, stream: Stream, data: bytes, now: float) -> None:
@@ -57,8 +57,9 @@ class OutputBuffer:
         if not data:
             return
         self._segments.append((stream, data))
+        if self._size <= self._policy.max_buffer_size:  # past it, lines cannot matter
+            self._lines += data.count(b"\n")
         self._size += len(data)
-        self._lines += data.count(b"\n")
         if self.first_pending_at is None:
             self.first_pending_at = now
 

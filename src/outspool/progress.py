@@ -100,6 +100,8 @@ class Monitor:
 
     def _feed_progress(self, tail: bytes) -> None:
         assert self._pattern is not None
+        if self._pattern.search(tail) is None:
+            return  # one pass over the tail: most reads of bulk output match nothing
         for segment in reversed(_LINE_BREAK.split(tail)):
             if segment.strip() and self._pattern.search(segment):
                 found = parse_progress(segment)
@@ -110,7 +112,6 @@ class Monitor:
                     self.progress = found
                     self.progress_dirty = True
                 return
-
 
 def _last_newlines(data: bytes, count: int) -> list[int]:
     """Positions of the last ``count`` newlines in ``data``, in order."""
