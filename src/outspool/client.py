@@ -45,7 +45,6 @@ class Running:
         self._execute = execute
         self._on_end = on_end
         self.id = execute.execution.id
-        self.execution_at_start = execute.execution
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"outspool-{self.id}", daemon=True)
 

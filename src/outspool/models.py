@@ -111,10 +111,10 @@ class Execution:
 
     @property
     def duration(self) -> float | None:
-        if self.started_at is None:
+        """Seconds from start to end, once it has ended."""
+        if self.started_at is None or self.finished_at is None:
             return None
-        end = self.finished_at if self.finished_at is not None else None
-        return None if end is None else max(0.0, end - self.started_at)
+        return max(0.0, self.finished_at - self.started_at)
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON form (``outspool show --json`` and the HTTP API)."""

@@ -112,7 +112,6 @@ class Writer:
         self._starting: list[tuple[str, int | None, float, str | None]] = []
         self._pending = 0
         self._reserved = 0  # room granted to reads in progress
-        self._idle = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -256,9 +255,7 @@ class Writer:
                 return bool(pending)
             deadlines = [d for s in pending if (d := s.buffer.deadline()) is not None]
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            self._idle = True
             self._cond.wait(timeout)
-            self._idle = False
 
     def _encode(self, taken: Sequence[tuple[Sink, Segments, Progress | None]]) -> WriteBatch:
         now = time.time()
