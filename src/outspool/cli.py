@@ -338,7 +338,7 @@ def worker(db: str | None, concurrency: int | None, burst: bool) -> None:
     w = Worker(db, Settings.load(), concurrency, burst)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        w.stop(force=w._stopping)
+        w.stop(force=w.stopping)  # the second signal stops at once
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)

@@ -67,6 +67,11 @@ class Worker:
     def worker_id(self) -> str:
         return self.spool.worker_id
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
     def stop(self, force: bool = False) -> None:
         """Ask the loop to stop (safe from a signal handler): drain, or with force stop now."""
         self._stopping = True

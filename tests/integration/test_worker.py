@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -277,3 +278,24 @@ def test_library_queue_and_background_worker(db_url: str, settings: Settings) ->
             assert worker.join(60)
         assert spool.read(gate_free.id) == b"ran\n"
         assert spool.get(never.id).started_at is None  # a cancelled job never starts
+
+
+def test_a_second_signal_stops_running_jobs_at_once(db_url: str, spawn_cli: SpawnCli) -> None:
+    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", IGNORES_TERM))])
+    patient = {"OUTSPOOL_SHUTDOWN_GRACE": "600", "OUTSPOOL_KILL_GRACE": "600"}
+    worker = spawn_cli("worker", "--db", db_url, env=patient)
+    pid = int(wait_output(db_url, execution_id, b"\n"))
+    worker.send_signal(signal.SIGTERM)  # drain: the job may run on for 10 minutes
+    stderr = worker.stderr
+    assert stderr is not None
+    seen: list[bytes] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(stderr.readline, b"")))
+    reader.start()
+    # two signals close together are one to Unix: wait until the first was acted on
+    wait_until(lambda: any(b"shutting down" in line for line in seen), message="draining")
+    worker.send_signal(signal.SIGTERM)  # now: SIGKILL without waiting for any grace
+    assert worker.wait(60) == 0
+    ex = record(db_url, execution_id)
+    assert (ex["status"], ex["reason"], ex["signal"]) == ("cancelled", "worker shutdown", 9)
+    assert not alive(pid)
+    reader.join(30)
