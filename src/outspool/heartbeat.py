@@ -59,6 +59,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         last_beat = time.monotonic()
+        failing: str | None = None
         while not self._stop.wait(min(CANCEL_POLL, self._interval)):
             try:
                 if time.monotonic() - last_beat >= self._interval:
@@ -66,5 +67,8 @@ class Heartbeat:
                     last_beat = time.monotonic()
                 for execution_id, reason in self.store.cancel_requests(self.worker_id):
                     self._on_cancel(execution_id, reason)
-            except StoreError as exc:  # the database is away: keep trying, quietly
-                print(f"outspool: heartbeat failed, retrying: {exc}", file=sys.stderr)
+                failing = None
+            except StoreError as exc:  # the database is away: keep trying, say so once
+                if str(exc) != failing:
+                    failing = str(exc)
+                    print(f"outspool: heartbeat failed, retrying: {exc}", file=sys.stderr)
