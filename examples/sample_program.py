@@ -18,4 +18,4 @@ for step in range(1, STEPS + 1):
         sys.stderr.write("\nwarning: learning rate looks high\n")
     time.sleep(0.1)
 sys.stderr.write("\n")
-print("complete: model saved to model.bin", flush=True)
+print("saved the model to model.bin", flush=True)
