@@ -113,6 +113,7 @@ class Monitor:
                     self.progress_dirty = True
                 return
 
+
 def _last_newlines(data: bytes, count: int) -> list[int]:
     """Positions of the last ``count`` newlines in ``data``, in order."""
     ends: list[int] = []
