@@ -6,6 +6,7 @@ import codecs
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -173,9 +174,24 @@ def logs(
             for piece in sp.iter_output(ex.id, which):
                 out.write(piece)
         if follow:
-            for _, piece in sp.follow(ex.id, which, offset):
-                out.write(piece)
+            _follow(sp, ex.id, which, offset, out)
     out.close()
+
+
+def _follow(
+    sp: Outspool, execution_id: str, which: Stream | None, offset: int, out: _Printer
+) -> None:
+    """Print new output until the execution ends; if the process capturing it died,
+    recovery (run here too, now and then) ends it as ``lost`` and the follow ends."""
+    follower = sp.follow(execution_id, which, offset)
+    every = sp.settings.heartbeat_timeout / 2
+    next_recovery = time.monotonic() + every
+    while not follower.done:
+        for _, piece in follower.poll():
+            out.write(piece)
+        if time.monotonic() >= next_recovery:
+            queue.recover(sp.store, sp.settings)
+            next_recovery = time.monotonic() + every
 
 
 class _Printer:

@@ -299,3 +299,25 @@ def test_a_second_signal_stops_running_jobs_at_once(db_url: str, spawn_cli: Spaw
     assert (ex["status"], ex["reason"], ex["signal"]) == ("cancelled", "worker shutdown", 9)
     assert not alive(pid)
     reader.join(30)
+
+
+def test_a_follower_ends_when_the_capturing_process_dies(
+    db_path: Path, spawn_cli: SpawnCli
+) -> None:
+    script = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.02; done"
+    capturer = spawn_cli(
+        "run", "--quiet", "--db", str(db_path), "--", "sh", "-c", script,
+        env={"OUTSPOOL_HEARTBEAT_INTERVAL": "0.1"},
+    )  # fmt: skip
+    assert capturer.stderr is not None
+    execution_id = capturer.stderr.readline().decode().split()[-1]
+    wait_output(str(db_path), execution_id, b"tick 5\n")
+    follower = spawn_cli(
+        "logs", execution_id, "--db", str(db_path), "--follow", "--raw",
+        env={"OUTSPOOL_HEARTBEAT_TIMEOUT": "2"},
+    )  # fmt: skip
+    capturer.send_signal(signal.SIGKILL)
+    out, _ = follower.communicate(timeout=60)  # ends by itself: recovery marks it lost
+    assert follower.returncode == 0
+    assert record(str(db_path), execution_id)["status"] == "lost"
+    assert out == stored(str(db_path), execution_id)
