@@ -181,8 +181,13 @@ class Capture:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+        except BrokenPipeError:
+            # the reader went away (`outspool run -- prog | head`): as in a shell
+            # pipeline, the program gets SIGPIPE; what it printed is stored
+            del self._echo[stream]
+            self.child.signal_group(signal.SIGPIPE)
         except OSError:
-            del self._echo[stream]  # the terminal went away (e.g. `| head`): keep capturing
+            del self._echo[stream]  # the terminal itself is gone: keep capturing
 
     # --- the end ---------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from outspool import Outspool, Status
 from tests.conftest import RunCli, SpawnCli
-from tests.helpers import wait_until
+from tests.helpers import CLI, cli_env, wait_until
 
 
 class Lines:
@@ -72,3 +73,17 @@ def test_second_sigint_kills_at_once(db_path: Path, spawn_cli: SpawnCli, run_cli
     assert run.wait(30) == 130
     shown = json.loads(run_cli("show", ex_id, "--db", db, "--json").stdout)
     assert (shown["status"], shown["signal"]) == ("cancelled", signal.SIGKILL)
+
+
+def test_a_reader_that_goes_away_sends_sigpipe_as_a_shell_would(db_path: Path) -> None:
+    """`outspool run -- yes | head -1` ends like `yes | head -1`, and keeps what was printed."""
+    shell = f'{" ".join(CLI)} run --db {db_path} -- yes | head -1; echo "rc=${{PIPESTATUS[0]}}"'
+    done = subprocess.run(
+        ["bash", "-c", shell], capture_output=True, timeout=60, env=cli_env(), check=False
+    )
+    assert done.stdout.splitlines() == [b"y", b"rc=141"]
+    with Outspool(str(db_path)) as spool:
+        (ex,) = spool.list()
+        assert (ex.status, ex.signal) == (Status.FAILED, signal.SIGPIPE)
+        assert ex.stdout_size > 0
+        assert set(spool.read(ex.id).split(b"\n")) <= {b"y", b""}
