@@ -324,7 +324,7 @@ class Writer:
             try:
                 action()
                 if last:
-                    _report(f"database writable again; {doing} the pending output")
+                    _report("the database accepts writes again; the held output is being stored")
                 return
             except StoreError as exc:
                 if str(exc) != last:
