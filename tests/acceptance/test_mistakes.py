@@ -113,3 +113,19 @@ def test_database_from_a_newer_version(existing_db: str, run_cli: RunCli) -> Non
     finally:
         conn.close()
     assert_one_clear_line(run_cli("ls", "--db", existing_db), "newer")
+
+
+def test_a_database_locked_too_long_is_one_line_and_readers_still_read(
+    existing_db: str, run_cli: RunCli
+) -> None:
+    holder = sqlite3.connect(existing_db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process writing, for longer than we wait
+        env = {"OUTSPOOL_BUSY_TIMEOUT": "0.2"}
+        result = run_cli("run", "--db", existing_db, "--", "true", env=env)
+        assert_one_clear_line(result, "locked")
+        listing = run_cli("ls", "--db", existing_db, "--json", env=env)
+        assert listing.rc == 0 and listing.stderr == b""  # reading needs no lock
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
