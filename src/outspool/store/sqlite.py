@@ -17,13 +17,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from outspool.codec import ChunkRecord
 from outspool.errors import NotFoundError, SchemaTooNewError, StoreError
 from outspool.models import Execution, Outcome, Status, Stream
-from outspool.store import queries
+from outspool.store import queries, segments
 from outspool.store.base import SCHEMA_VERSION, LostExecution, NewExecution, WriteBatch
 
 SQL = queries.load("sqlite")
@@ -49,6 +50,7 @@ class SqliteStore:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
+        self.segments = segments.Segments(self.path)
 
     def describe(self) -> str:
         return str(self.path)
@@ -84,6 +86,7 @@ class SqliteStore:
             checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
+        self.segments.close()
         with self._lock:
             conns, self._all = self._all, []
         for conn in conns:
@@ -118,7 +121,7 @@ class SqliteStore:
     def _checkpoints(self) -> _Checkpointer:
         with self._lock:
             if self._checkpointer is None:
-                self._checkpointer = _Checkpointer(self._connect_checkpointer)
+                self._checkpointer = _Checkpointer(self._connect_checkpointer, self.segments.sync)
             return self._checkpointer
 
     def _connect_checkpointer(self) -> sqlite3.Connection:
@@ -201,7 +204,7 @@ class SqliteStore:
             )
 
     def write(self, batch: WriteBatch) -> None:
-        chunk_rows = [_chunk_params(c) for c in batch.chunks]
+        chunk_rows = [self._chunk_params(c) for c in batch.chunks]  # large blobs: segments first
         totals = [
             {
                 "id": u.execution_id,
@@ -234,6 +237,7 @@ class SqliteStore:
         finished_at: float,
         inline: tuple[bytes, bytes] | None,
     ) -> bool:
+        self.segments.release(execution_id)
         params: dict[str, Any] = {
             "id": execution_id,
             "status": outcome.status.value,
@@ -274,13 +278,41 @@ class SqliteStore:
         params = {"id": execution_id, "after": after, "limit": limit}
         with self._errors("read"):
             rows = self._connect().execute(SQL["chunks_after"], params).fetchall()
-        return [ChunkRecord(*r) for r in rows]
+        return [self._record(r) for r in rows]
 
     def chunks_before(self, execution_id: str, before: int, limit: int) -> list[ChunkRecord]:
         params = {"id": execution_id, "before": before, "limit": limit}
         with self._errors("read"):
             rows = self._connect().execute(SQL["chunks_before"], params).fetchall()
-        return [ChunkRecord(*r) for r in rows]
+        return [self._record(r) for r in rows]
+
+    def _chunk_params(self, c: ChunkRecord) -> dict[str, Any]:
+        params = _chunk_params(c)
+        out, err = c.stdout or b"", c.stderr or b""
+        if len(out) + len(err) >= segments.THRESHOLD:
+            where = self.segments.append(c.execution_id, out, err)
+            params.update(
+                stdout=None,
+                stderr=None,
+                blob_offset=where.offset,
+                blob_stdout_length=where.stdout_length,
+                blob_stderr_length=where.stderr_length,
+                blob_crc=where.crc,
+            )
+        return params
+
+    def _record(self, row: sqlite3.Row) -> ChunkRecord:
+        record = ChunkRecord(*tuple(row)[:11])
+        if row["blob_offset"] is None:
+            return record
+        where = segments.Placement(
+            row["blob_offset"],
+            row["blob_stdout_length"],
+            row["blob_stderr_length"],
+            row["blob_crc"],
+        )
+        out, err = self.segments.read(record.execution_id, where)
+        return replace(record, stdout=out or None, stderr=err or None)
 
     def chunk_containing(self, execution_id: str, stream: Stream | None, offset: int) -> int | None:
         name = "chunk_containing_" + (stream.name.lower() if stream else "all")
@@ -358,8 +390,11 @@ class _Checkpointer:
     EVERY = 32  # commits between checkpoints under load
     IDLE = 1.0  # seconds after which pending commits are checkpointed anyway
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], before: Callable[[], None]
+    ) -> None:
         self._connect = connect
+        self._before = before
         self._pending = 0
         self._wake = threading.Event()
         self._stopping = False
@@ -392,8 +427,8 @@ class _Checkpointer:
         finally:
             conn.close()
 
-    @staticmethod
-    def _checkpoint(conn: sqlite3.Connection) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        self._before()  # segment bytes reach the disk before rows pointing at them do
         with contextlib.suppress(sqlite3.Error):  # busy or failing: the next round tries again
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -411,6 +446,10 @@ def _chunk_params(c: ChunkRecord) -> dict[str, Any]:
         "runs": c.runs,
         "stdout": c.stdout,
         "stderr": c.stderr,
+        "blob_offset": None,
+        "blob_stdout_length": None,
+        "blob_stderr_length": None,
+        "blob_crc": None,
     }
 
 

@@ -87,6 +87,11 @@ ALTER TABLE executions ADD COLUMN claimed_at double precision;
 ALTER TABLE executions ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
 CREATE INDEX executions_worker ON executions (worker_id, status);
 
+-- name: migrate_3
+-- Format 3 moved SQLite's large chunk blobs into segment files; PostgreSQL keeps
+-- every chunk in bytea, so for it this step only records the version.
+SELECT 1;
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                         created_at, worker_id)

@@ -77,6 +77,14 @@ ALTER TABLE executions ADD COLUMN claimed_at REAL;
 ALTER TABLE executions ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX executions_worker ON executions (worker_id, status);
 
+-- name: migrate_3
+-- Large chunk blobs live in segment files beside the database (store/segments.py);
+-- such a row has NULL stdout/stderr and says where its bytes are.
+ALTER TABLE execution_output_chunks ADD COLUMN blob_offset INTEGER;
+ALTER TABLE execution_output_chunks ADD COLUMN blob_stdout_length INTEGER;
+ALTER TABLE execution_output_chunks ADD COLUMN blob_stderr_length INTEGER;
+ALTER TABLE execution_output_chunks ADD COLUMN blob_crc INTEGER;
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                         created_at, worker_id)
@@ -91,9 +99,11 @@ WHERE id = :id;
 -- name: insert_chunk
 INSERT INTO execution_output_chunks (execution_id, chunk_index, stdout_offset, stdout_size,
                                      stderr_offset, stderr_size, codec, timestamp, runs,
-                                     stdout, stderr)
+                                     stdout, stderr, blob_offset, blob_stdout_length,
+                                     blob_stderr_length, blob_crc)
 VALUES (:execution_id, :chunk_index, :stdout_offset, :stdout_size, :stderr_offset,
-        :stderr_size, :codec, :timestamp, :runs, :stdout, :stderr);
+        :stderr_size, :codec, :timestamp, :runs, :stdout, :stderr, :blob_offset,
+        :blob_stdout_length, :blob_stderr_length, :blob_crc);
 
 -- name: record_output
 UPDATE executions SET stdout_size = :stdout_size, stderr_size = :stderr_size,
@@ -126,7 +136,8 @@ LIMIT :limit;
 
 -- name: chunks_after
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr
+       codec, timestamp, runs, stdout, stderr, blob_offset, blob_stdout_length,
+       blob_stderr_length, blob_crc
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index > :after
 ORDER BY chunk_index
@@ -134,7 +145,8 @@ LIMIT :limit;
 
 -- name: chunks_before
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr
+       codec, timestamp, runs, stdout, stderr, blob_offset, blob_stdout_length,
+       blob_stderr_length, blob_crc
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index < :before
 ORDER BY chunk_index DESC

@@ -1,0 +1,122 @@
+"""Large chunk blobs of the SQLite backend, kept beside the database file.
+
+SQLite in WAL mode writes every page twice (into the WAL, then into the
+database at checkpoint). For bulk output that doubles the bytes written and
+costs more than the capture itself, so a chunk whose encoded blobs reach
+``THRESHOLD`` bytes is appended to a per-execution segment file in
+``<database>-chunks/`` and its row keeps only where the bytes are and their
+CRC-32. Small chunks (a trickle, a short job) stay inline in their rows.
+
+Durability: the bytes are written before the row that points at them is
+committed. While an execution runs its segment is as durable as any file
+written without fsync (``cat > file``); when it ends, the file is fsynced by
+the checkpointer thread, off the writer's path. A reader verifies the CRC, so
+bytes lost to a power failure are reported as a damaged chunk, never returned
+wrong. A retried batch appends again and points at the new copy; the old one
+is never referenced. Fsyncing segments while they grow was measured to cost
+more than the whole capture (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from outspool.errors import StoreError
+
+#: Chunks whose encoded blobs reach this many bytes go to segment files.
+THRESHOLD = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a chunk's blobs were written: offset, the two lengths, and their CRC-32."""
+
+    offset: int
+    stdout_length: int
+    stderr_length: int
+    crc: int
+
+
+class Segments:
+    """Append-only segment files, one per execution, for one database."""
+
+    def __init__(self, database: Path) -> None:
+        self.folder = database.with_name(database.name + "-chunks")
+        self._files: dict[str, int] = {}  # execution id -> fd open for appending
+        self._ended: set[Path] = set()  # files of ended executions, not yet fsynced
+        self._lock = threading.Lock()
+
+    def path(self, execution_id: str) -> Path:
+        if not execution_id or "/" in execution_id or execution_id.startswith("."):
+            raise StoreError(f"execution ID {execution_id!r} cannot name a segment file")
+        return self.folder / f"{execution_id}.seg"
+
+    def append(self, execution_id: str, stdout: bytes, stderr: bytes) -> Placement:
+        """Write both blobs at the end of the execution's segment file."""
+        try:
+            with self._lock:
+                fd = self._files.get(execution_id)
+                if fd is None:
+                    self.folder.mkdir(exist_ok=True)
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                    fd = self._files[execution_id] = os.open(self.path(execution_id), flags, 0o644)
+                offset = os.fstat(fd).st_size
+                _write_all(fd, stdout + stderr if stderr else stdout)
+        except OSError as exc:
+            raise StoreError(f"cannot write to {self.folder}: {exc.strerror or exc}") from None
+        crc = zlib.crc32(stderr, zlib.crc32(stdout))
+        return Placement(offset, len(stdout), len(stderr), crc)
+
+    def read(self, execution_id: str, where: Placement) -> tuple[bytes, bytes]:
+        """Both blobs of one chunk, verified against their CRC-32."""
+        total = where.stdout_length + where.stderr_length
+        try:
+            fd = os.open(self.path(execution_id), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.pread(fd, total, where.offset)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(
+                f"output of {execution_id} is missing from {self.folder}: {exc.strerror or exc}"
+            ) from None
+        if len(data) != total or zlib.crc32(data) != where.crc:
+            raise StoreError(f"output of {execution_id} in {self.folder} is damaged (bad checksum)")
+        return data[: where.stdout_length], data[where.stdout_length :]
+
+    def sync(self) -> None:
+        """fsync the files of executions that ended since the last call (the checkpointer)."""
+        with self._lock:
+            ended, self._ended = self._ended, set()
+        for path in ended:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def release(self, execution_id: str) -> None:
+        """The execution has ended: close its file; the next :meth:`sync` makes it durable."""
+        with self._lock:
+            fd = self._files.pop(execution_id, None)
+            if fd is not None:
+                self._ended.add(self.path(execution_id))
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for execution_id in list(self._files):
+            self.release(execution_id)
+        self.sync()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
