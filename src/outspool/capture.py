@@ -26,6 +26,9 @@ from outspool.models import Outcome, Status, Stream
 from outspool.process import Child, is_eof_error
 from outspool.writer import Sink
 
+_SMALL_READ = 4096  # a read smaller than this means the program writes in small pieces
+_COALESCE = 0.001  # seconds to wait after one, so the next read takes many lines at once
+
 
 @dataclass
 class StopRequest:
@@ -172,6 +175,8 @@ class Capture:
             return
         self._show(stream, data)
         self.sink.write(stream, data, room)
+        if len(data) < _SMALL_READ:
+            time.sleep(_COALESCE)  # let a chatty program's lines gather: fewer, larger reads
 
     def _show(self, stream: Stream, data: bytes) -> None:
         fd = self._echo.get(stream)
