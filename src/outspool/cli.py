@@ -38,6 +38,39 @@ def db_option(func: F) -> F:
     )(func)
 
 
+def program_options(timeout_help: str) -> Callable[[F], F]:
+    """What to run and how, shared by ``run`` and ``submit``."""
+
+    def apply(func: F) -> F:
+        options = [
+            click.option("--name", help="A name to find the execution by."),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                metavar="SECONDS",
+                help=timeout_help,
+            ),
+            click.option(
+                "--pty", is_flag=True, help="Run on a pseudo-terminal (stdout and stderr merge)."
+            ),
+            click.option("--language", help="Run CODE with this language (python, bash, sh, ...)."),
+            click.option("--code", help="The code to run with --language."),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+def check_program(command: tuple[str, ...], language: str | None, code: str | None) -> None:
+    """Exactly one of a COMMAND or --language (with --code)."""
+    if bool(command) == bool(language):
+        raise click.UsageError("give a COMMAND after --, or --language with --code")
+    if language and code is None:
+        raise click.UsageError("--language needs --code")
+
+
 @contextmanager
 def spool(db: str | None) -> Iterator[Outspool]:
     with Outspool(db, Settings.load()) as opened:
@@ -55,16 +88,7 @@ def cli() -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @db_option
-@click.option("--name", help="A name to find the execution by.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="SECONDS",
-    help="Stop the program (SIGTERM, then SIGKILL) after this long; exit 124.",
-)
-@click.option("--pty", is_flag=True, help="Run on a pseudo-terminal (stdout and stderr merge).")
-@click.option("--language", help="Run CODE with this language (python, bash, sh, ...).")
-@click.option("--code", help="The code to run with --language.")
+@program_options("Stop the program (SIGTERM, then SIGKILL) after this long; exit 124.")
 @click.option("--quiet", "-q", is_flag=True, help="Capture only; do not echo the output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(
@@ -85,10 +109,7 @@ def run(
 
     Exits with COMMAND's exit code (128+N if killed by signal N, 124 on timeout).
     """
-    if bool(command) == bool(language):
-        raise click.UsageError("give a COMMAND after --, or --language with --code")
-    if language and code is None:
-        raise click.UsageError("--language needs --code")
+    check_program(command, language, code)
     with spool(db) as sp:
         handle = sp.start(
             command,
@@ -294,15 +315,7 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @cli.command()
 @db_option
-@click.option("--language", help="Run CODE with this language (python, bash, sh, ...).")
-@click.option("--code", help="The code to run with --language.")
-@click.option("--name", help="A name to find the execution by.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="SECONDS",
-    help="Stop the program after this long (status timed_out).",
-)
+@program_options("Stop the program after this long (status timed_out).")
 @click.option(
     "--env",
     "env_pairs",
@@ -311,7 +324,6 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     help="A variable for the program (repeatable).",
 )
 @click.option("--cwd", metavar="DIR", help="Working directory [default: a fresh temporary one].")
-@click.option("--pty", is_flag=True, help="Run on a pseudo-terminal (stdout and stderr merge).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def submit(
     db: str | None,
@@ -330,10 +342,7 @@ def submit(
     outspool submit -- make test
     outspool submit --language python --code 'print(42)' --timeout 60
     """
-    if bool(command) == bool(language):
-        raise click.UsageError("give a COMMAND after --, or --language with --code")
-    if language and code is None:
-        raise click.UsageError("--language needs --code")
+    check_program(command, language, code)
     job = Job(command, language, code, name, timeout, _parse_env(env_pairs), cwd, pty)
     with spool(db) as sp:
         click.echo(queue.submit(sp.store, sp.settings, job).id)
