@@ -72,8 +72,9 @@ def check_program(command: tuple[str, ...], language: str | None, code: str | No
 
 
 @contextmanager
-def spool(db: str | None) -> Iterator[Outspool]:
-    with Outspool(db, Settings.load()) as opened:
+def spool(db: str | None, *, create: bool = True) -> Iterator[Outspool]:
+    """The library on ``db``; ``create=False`` (read-only commands) never creates a store."""
+    with Outspool(db, Settings.load(), create=create) as opened:
         yield opened
 
 
@@ -184,7 +185,7 @@ def logs(
     """Print the output of execution ID (a unique prefix is enough)."""
     which = STREAMS[stream]
     out = _Printer(raw)
-    with spool(db) as sp:
+    with spool(db, create=False) as sp:
         ex = sp.get(execution_id)
         offset = 0
         if tail_lines is not None:
@@ -246,7 +247,7 @@ class _Printer:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def show(db: str | None, execution_id: str, as_json: bool) -> None:
     """Show the record of execution ID: status, exit code, sizes, progress."""
-    with spool(db) as sp:
+    with spool(db, create=False) as sp:
         ex = sp.get(execution_id)
     if as_json:
         click.echo(json.dumps(ex.to_json(), indent=2))
@@ -264,7 +265,7 @@ def show(db: str | None, execution_id: str, as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(min=1, max=10_000), default=20, show_default=True)
 def ls(db: str | None, as_json: bool, status: str | None, limit: int) -> None:
     """List executions, newest first."""
-    with spool(db) as sp:
+    with spool(db, create=False) as sp:
         found = sp.list(Status(status) if status else None, limit)
     if as_json:
         click.echo(json.dumps([ex.to_json() for ex in found], indent=2))

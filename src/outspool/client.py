@@ -98,14 +98,22 @@ class Outspool:
     """A store plus this process's writer. Construct, then ``open()`` (or use ``with``).
 
     ``kind`` names this process in the ``workers`` table (``run`` or ``worker``).
+    ``create=False`` opens only an existing store (a missing one is a StoreError, and
+    nothing is created): for readers.
     """
 
     def __init__(
-        self, db: str | None = None, settings: Settings | None = None, kind: str = "run"
+        self,
+        db: str | None = None,
+        settings: Settings | None = None,
+        kind: str = "run",
+        *,
+        create: bool = True,
     ) -> None:
         self.settings = settings or Settings.load()
         self.db = db
         self.kind = kind
+        self.create = create
         self.worker_id = new_id()
         self._store: Store | None = None
         self._writer: Writer | None = None
@@ -117,7 +125,7 @@ class Outspool:
 
     def open(self) -> Outspool:
         if self._store is None:
-            self._store = open_store(self.db, self.settings)
+            self._store = open_store(self.db, self.settings, create=self.create)
         return self
 
     def close(self) -> None:

@@ -50,6 +50,32 @@ def test_unwritable_database_path(run_cli: RunCli, args: tuple[str, ...]) -> Non
     assert_one_clear_line(result, "/proc/nope/x.db")
 
 
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "args", [("ls",), ("ls", "--json"), ("show", "someid"), ("logs", "someid"), ("logs", "-f", "x")]
+)
+def test_a_read_command_on_a_missing_database_creates_nothing(
+    tmp_path: Path, run_cli: RunCli, args: tuple[str, ...]
+) -> None:
+    before = _tree(tmp_path)
+    for db in (tmp_path / "nonexistent" / "dir" / "x.db", tmp_path / "x.db"):
+        for given in (str(db), f"sqlite:///{db}"):
+            result = run_cli(args[0], "--db", given, *args[1:])
+            assert_one_clear_line(result, "no database at", str(db))
+    assert _tree(tmp_path) == before
+
+
+def test_a_read_command_on_an_empty_file_leaves_it_empty(tmp_path: Path, run_cli: RunCli) -> None:
+    db = tmp_path / "empty.db"
+    db.touch()
+    assert_one_clear_line(run_cli("ls", "--db", str(db)), "no database at", str(db))
+    assert _tree(tmp_path) == ["empty.db"]
+    assert db.stat().st_size == 0
+
+
 def test_missing_command(db: str, run_cli: RunCli) -> None:
     assert_one_clear_line(run_cli("run", "--db", db), "COMMAND")
     assert_one_clear_line(run_cli("run", "--db", db, "--"), "COMMAND")

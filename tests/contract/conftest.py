@@ -25,7 +25,8 @@ OpenStore = Callable[[], Store]
 
 
 @contextlib.contextmanager
-def _url(backend: str, tmp_path: Path) -> Iterator[str]:
+def store_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """Where a new store of ``backend`` may be made (nothing is there yet); cleaned up after."""
     if backend == "sqlite":
         yield str(tmp_path / "contract.db")
         return
@@ -46,7 +47,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def open_another(backend: str, tmp_path: Path) -> Iterator[OpenStore]:
     """Open (more) stores on the same database, as another process would; closed at teardown."""
     opened: list[Store] = []
-    with _url(backend, tmp_path) as url:
+    with store_url(backend, tmp_path) as url:
 
         def connect() -> Store:
             store = open_store(url, Settings.load(busy_timeout=10.0, poll_interval=0.005))

@@ -10,8 +10,8 @@ from outspool.codec import Encoder
 from outspool.models import Stream
 from outspool.queue import recover
 from outspool.store import SCHEMA_VERSION
+from outspool.store.core import statements
 from outspool.store.queries import load
-from outspool.store.sqlite import _statements
 
 
 def make_v1(path: Path) -> None:
@@ -20,7 +20,7 @@ def make_v1(path: Path) -> None:
     chunk = Encoder().encode("old1", 0, (0, 0), [(Stream.STDOUT, b"kept\n")], 1.0)
     with sqlite3.connect(path) as conn:
         conn.execute(sql["schema_version_table"])
-        for statement in _statements(sql["migrate_1"]):
+        for statement in statements(sql["migrate_1"]):
             conn.execute(statement)
         conn.execute("INSERT INTO outspool_schema (version) VALUES (1)")
         for execution_id, status in (("old1", "succeeded"), ("old2", "running")):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
 from outspool.codec import RAW, ChunkRecord, Encoder, decode
-from outspool.errors import NotFoundError
+from outspool.errors import NotFoundError, StoreError
 from outspool.models import Outcome, Status, Stream
 from outspool.progress import Progress
-from outspool.store import NewExecution, OutputUpdate, Store, WriteBatch
-from tests.contract.conftest import OpenStore
+from outspool.settings import Settings
+from outspool.store import NewExecution, OutputUpdate, Store, WriteBatch, open_store
+from outspool.store.core import SqlStore
+from tests.contract.conftest import OpenStore, store_url
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR
 
@@ -42,6 +45,7 @@ def write_chunks(store: Store, execution_id: str, pieces: list[tuple[bytes, byte
 def test_migrate_is_idempotent(store: Store, open_another: OpenStore) -> None:
     store.create(new(), "id-1", 1.0)
     again = open_another()
+    assert isinstance(again, SqlStore)
     again.migrate()
     assert again.get("id-1").command == ("prog", "arg with space", "ü")
 
@@ -216,3 +220,23 @@ def test_readers_see_committed_writes_of_another_connection(
     write_chunks(store, "e", [(b"hello", b"")])
     assert decode(reader.chunks_after("e", -1, 10)[0]).stdout == b"hello"
     assert reader.get("e").stdout_size == 5
+
+
+def test_opening_without_create_refuses_a_missing_store_and_creates_nothing(
+    backend: str, tmp_path: Path
+) -> None:
+    """``create=False``: one clear StoreError; then a normal open still starts from scratch."""
+    with store_url(backend, tmp_path) as url:
+        with pytest.raises(StoreError, match=r"^no database at "):
+            open_store(url, Settings.load(), create=False)
+        assert list(tmp_path.iterdir()) == []
+        created = open_store(url, Settings.load())
+        try:
+            created.create(new(), "e", 1.0)
+        finally:
+            created.close()
+        reader = open_store(url, Settings.load(), create=False)
+        try:
+            assert reader.get("e").id == "e"
+        finally:
+            reader.close()

@@ -2,6 +2,8 @@
 
 ``open_store(url)`` picks the backend from the URL: a plain path or
 ``sqlite:///path`` is SQLite (the default); ``postgresql://...`` is PostgreSQL.
+The verbs are written once (``core.py``, over the named blocks in ``sql/``); each
+backend module supplies its connections, transactions and chunk payloads.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import platformdirs
 from outspool.errors import StoreError
 from outspool.settings import Settings
 from outspool.store.base import SCHEMA_VERSION, NewExecution, OutputUpdate, Store, WriteBatch
+from outspool.store.core import SqlStore
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -30,8 +33,14 @@ def default_db() -> str:
     return str(Path(platformdirs.user_data_dir("outspool")) / "outspool.db")
 
 
-def open_store(url: str | None = None, settings: Settings | None = None) -> Store:
-    """Open (creating or upgrading) the store at ``url``, else settings.db, else default_db()."""
+def open_store(
+    url: str | None = None, settings: Settings | None = None, *, create: bool = True
+) -> Store:
+    """Open (creating or upgrading) the store at ``url``, else settings.db, else default_db().
+
+    ``create=False`` opens only a store that exists: a missing one is a StoreError
+    and nothing is created (no folder, no file). Readers use it.
+    """
     settings = settings or Settings.load()
     url = url or settings.db or default_db()
     if url.startswith(("postgresql://", "postgres://")):
@@ -41,7 +50,7 @@ def open_store(url: str | None = None, settings: Settings | None = None) -> Stor
             raise StoreError(
                 f"PostgreSQL support needs psycopg: pip install 'outspool[postgres]' ({exc})"
             ) from None
-        store: Store = PostgresStore(url, settings)
+        store: SqlStore = PostgresStore(url, settings)
     else:
         from outspool.store.sqlite import SqliteStore
 
@@ -50,7 +59,7 @@ def open_store(url: str | None = None, settings: Settings | None = None) -> Stor
             raise StoreError(f"bad database URL {url!r}: use sqlite:///path/to/file.db")
         store = SqliteStore(path, settings.busy_timeout, settings.poll_interval)
     try:
-        store.migrate()
+        store.migrate(create)
     except BaseException:
         store.close()
         raise

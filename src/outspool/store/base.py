@@ -1,4 +1,4 @@
-"""The storage interface: a narrow protocol in storage terms, one module per backend.
+"""The storage interface: a narrow protocol in storage terms, and the values it moves.
 
 A store moves rows; it knows nothing of processes, buffers or codecs. The
 writer hands it encoded :class:`~outspool.codec.ChunkRecord` batches, readers
@@ -66,19 +66,15 @@ class WriteBatch:
 
 
 class Store(Protocol):
-    """What outspool needs of a database."""
+    """What outspool needs of a database (``open_store`` returns one, opened and migrated).
 
-    #: Where the store lives, as given (passwords are not echoed by ``describe``).
-    url: str
-    #: True when :meth:`wait` is woken by the database (LISTEN/NOTIFY), False when it polls.
-    can_push: bool
+    Both backends implement every verb once, in ``store/core.py``. Where they differ
+    it shows in behaviour, not in the interface: :meth:`wait` is woken by the
+    database on PostgreSQL (LISTEN/NOTIFY) and polls every ``poll_interval`` on SQLite.
+    """
 
     def describe(self) -> str:
-        """A short human name for messages."""
-        ...
-
-    def migrate(self) -> None:
-        """Create or upgrade the schema; refuse a database newer than this code."""
+        """A short human name for messages (a password is never echoed)."""
         ...
 
     def close(self) -> None:
@@ -132,7 +128,11 @@ class Store(Protocol):
         ...
 
     def wait(self, execution_id: str, timeout: float) -> None:
-        """Return when ``execution_id`` may have changed, or after ``timeout`` seconds."""
+        """Return when ``execution_id`` may have changed, or after ``timeout`` seconds.
+
+        PostgreSQL: woken by a notification of the change. SQLite: polls the file's
+        ``data_version`` every ``poll_interval``, so any commit to the file wakes it.
+        """
         ...
 
     # --- the queue ---------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """The PostgreSQL backend: one database shared by workers and followers on many machines.
 
+The store verbs live in :mod:`outspool.store.core`; this module supplies the
+connections, transactions, the opening (schema, advisory-locked migration),
+chunk payloads as binary ``bytea`` and :meth:`PostgresStore.wait`.
+
 Connections come from a ``psycopg_pool.ConnectionPool`` in autocommit mode: a
 read is one round trip, a write is one explicit transaction. A pooled
 connection is checked before it is handed out, so one that died (server
@@ -21,11 +25,10 @@ its ``search_path`` to it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -38,13 +41,9 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from outspool.codec import ChunkRecord
-from outspool.errors import NotFoundError, SchemaTooNewError, StoreError
-from outspool.models import Execution, Outcome, Status, Stream
+from outspool.errors import StoreError
 from outspool.settings import Settings
-from outspool.store import queries
-from outspool.store.base import SCHEMA_VERSION, LostExecution, NewExecution, WriteBatch
-
-SQL = queries.load("postgres")
+from outspool.store.core import Cursor, Params, SqlStore
 
 #: The NOTIFY channel the queries in postgres.sql send on; the payload is an execution ID.
 CHANNEL = "outspool"
@@ -102,12 +101,14 @@ class Target:
         return f"{self.host}:{self.port}"
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """A store in a PostgreSQL database (or one schema of it)."""
 
-    can_push = True
+    dialect = "postgres"
+    text_holds_nul = False
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
+        super().__init__()
         self.url = url
         self.target = Target.parse(url)
         self._timeout = (settings or Settings.load()).busy_timeout
@@ -160,37 +161,52 @@ class PostgresStore:
             return self._pool
 
     @contextlib.contextmanager
-    def _conn(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
-        with self._errors(doing), self._get_pool().connection() as conn:
-            yield conn
+    def _statement(self, doing: str) -> Iterator[Cursor]:
+        """A pooled connection in autocommit: one statement, one round trip."""
+        with (
+            self._errors(doing),
+            self._get_pool().connection() as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            yield cur
 
     @contextlib.contextmanager
-    def _transaction(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
-        with self._conn(doing) as conn, conn.transaction():
-            yield conn
+    def _transaction(self, doing: str) -> Iterator[Cursor]:
+        with (
+            self._errors(doing),
+            self._get_pool().connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            yield cur
 
-    def _rows(self, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return self._read(query, params, binary=False)
+    def _rows(self, name: str, params: Params) -> list[Any]:
+        return self._read(name, params, binary=False)
 
-    def _chunks(self, query: str, params: Mapping[str, Any]) -> list[ChunkRecord]:
+    # --- chunk payloads: bytea in the chunk rows -----------------------------------
+
+    def _finishing(self, execution_id: str) -> None:
+        """Nothing to release: every chunk is a row."""
+
+    def _chunks(self, name: str, params: Params) -> list[ChunkRecord]:
         """Chunk rows, fetched in binary so blobs arrive as they are stored."""
-        return [ChunkRecord(*r) for r in self._read(query, params, binary=True)]
+        return [ChunkRecord(*r) for r in self._read(name, params, binary=True)]
 
-    def _read(self, query: str, params: Mapping[str, Any], binary: bool) -> list[Any]:
+    def _read(self, name: str, params: Params, binary: bool) -> list[Any]:
         """Rows of a read; a connection that drops under it is replaced once (reads repeat)."""
         with self._errors("read"):
             try:
-                return self._fetch(query, params, binary)
+                return self._fetch(name, params, binary)
             except psycopg.OperationalError as exc:
                 if not _connection_lost(exc):
                     raise
-            return self._fetch(query, params, binary)
+            return self._fetch(name, params, binary)
 
-    def _fetch(self, query: str, params: Mapping[str, Any], binary: bool) -> list[Any]:
+    def _fetch(self, name: str, params: Params, binary: bool) -> list[Any]:
         with self._get_pool().connection() as conn:
             factory: Any = tuple_row if binary else dict_row
             with conn.cursor(row_factory=factory, binary=binary) as cur:
-                return cur.execute(SQL[query], params).fetchall()
+                return cur.execute(self.sql[name], params).fetchall()
 
     def close(self) -> None:
         with self._lock:
@@ -234,25 +250,18 @@ class PostgresStore:
 
     # --- schema ----------------------------------------------------------------
 
-    def migrate(self) -> None:
+    @contextlib.contextmanager
+    def _schema_cursor(self, create: bool) -> Iterator[Cursor]:
+        """A connection of its own (it fails fast), the whole opening in one transaction."""
         with contextlib.closing(self.connect()) as conn, self._errors("upgrade"):
-            self._create_schema(conn)
-            with conn.transaction():
-                for statement in _statements(SQL["schema_version_table"]):
-                    conn.execute(statement)
-                row = conn.execute(SQL["schema_version"]).fetchone()
-                version = row["version"] if row else 0
-                if version > SCHEMA_VERSION:
-                    raise SchemaTooNewError(
-                        f"{self.describe()} was written by a newer outspool (format {version}; "
-                        f"this version reads up to {SCHEMA_VERSION}): upgrade outspool to open it"
-                    )
-                for step in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in _statements(SQL[f"migrate_{step}"]):
-                        conn.execute(statement)
-                if version != SCHEMA_VERSION:
-                    for statement in _statements(SQL["set_schema_version"]):
-                        conn.execute(statement, {"version": SCHEMA_VERSION})
+            if create:
+                self._create_schema(conn)
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+
+    def _exclusive(self, cur: Cursor) -> contextlib.AbstractContextManager[None]:
+        # Already in the opening transaction; schema_version_table takes an advisory lock.
+        return contextlib.nullcontext()
 
     def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
         if self.target.schema is None:
@@ -262,117 +271,7 @@ class PostgresStore:
         with contextlib.suppress(psycopg.errors.UniqueViolation):
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
 
-    def schema_version(self) -> int:
-        rows = self._rows("schema_version", {})
-        return int(rows[0]["version"]) if rows else 0
-
-    # --- executions ------------------------------------------------------------
-
-    def create(self, new: NewExecution, execution_id: str, created_at: float) -> Execution:
-        params = {
-            "id": execution_id,
-            "name": new.name,
-            "status": new.status.value,
-            "command": json.dumps(list(new.command)),
-            "language": new.language,
-            "code": new.code,
-            "cwd": new.cwd,
-            "env": json.dumps(dict(new.env)) if new.env else None,
-            "timeout": new.timeout,
-            "pty": new.pty,
-            "created_at": created_at,
-            "worker_id": new.worker_id,
-        }
-        with self._conn("write to") as conn:
-            conn.execute(SQL["insert_execution"], params)
-        return self.get(execution_id)
-
-    def mark_running(
-        self, execution_id: str, pid: int | None, started_at: float, worker_id: str | None
-    ) -> None:
-        params = {"id": execution_id, "pid": pid, "started_at": started_at, "worker_id": worker_id}
-        with self._conn("write to") as conn:
-            conn.execute(SQL["mark_running"], params)
-
-    def write(self, batch: WriteBatch) -> None:
-        chunk_rows = [_chunk_params(c) for c in batch.chunks]
-        totals = [
-            {
-                "id": u.execution_id,
-                "stdout_size": u.stdout_size,
-                "stderr_size": u.stderr_size,
-                "chunk_count": u.chunk_count,
-                "last_output_at": u.last_output_at,
-            }
-            for u in batch.updates
-        ]
-        progress = [
-            {
-                "id": u.execution_id,
-                "progress": _text(u.progress.text),
-                "progress_percent": u.progress.percent,
-            }
-            for u in batch.updates
-            if u.progress is not None
-        ]
-        with self._transaction("write to") as conn, conn.cursor() as cur:
-            if chunk_rows:
-                cur.executemany(SQL["insert_chunk"], chunk_rows)
-            if totals:
-                cur.executemany(SQL["record_output"], totals)
-            if progress:
-                cur.executemany(SQL["record_progress"], progress)
-
-    def finish(
-        self,
-        execution_id: str,
-        outcome: Outcome,
-        finished_at: float,
-        inline: tuple[bytes, bytes] | None,
-    ) -> bool:
-        params: dict[str, Any] = {
-            "id": execution_id,
-            "status": outcome.status.value,
-            "exit_code": outcome.exit_code,
-            "signal": outcome.signal,
-            "reason": outcome.reason,
-            "finished_at": finished_at,
-            "output_truncated": inline is None,
-            "stdout": inline[0] if inline else None,
-            "stderr": inline[1] if inline else None,
-        }
-        with self._conn("write to") as conn:
-            return conn.execute(SQL["finish_execution"], params).rowcount == 1
-
-    def get(self, execution_id: str) -> Execution:
-        rows = self._rows("get_execution", {"id": execution_id})
-        if not rows and execution_id:
-            ids = self._rows("find_by_prefix", {"prefix": execution_id})
-            if len(ids) == 1:
-                rows = self._rows("get_execution", {"id": ids[0]["id"]})
-        if not rows:
-            raise NotFoundError(f"no execution {execution_id!r} in {self.describe()}")
-        return Execution.from_row(rows[0])
-
-    def list_executions(
-        self, status: Status | None = None, limit: int = 50, before: str | None = None
-    ) -> list[Execution]:
-        params = {"status": status.value if status else None, "limit": limit, "before": before}
-        return [Execution.from_row(r) for r in self._rows("list_executions", params)]
-
-    # --- output ----------------------------------------------------------------
-
-    def chunks_after(self, execution_id: str, after: int, limit: int) -> list[ChunkRecord]:
-        return self._chunks("chunks_after", {"id": execution_id, "after": after, "limit": limit})
-
-    def chunks_before(self, execution_id: str, before: int, limit: int) -> list[ChunkRecord]:
-        params = {"id": execution_id, "before": before, "limit": limit}
-        return self._chunks("chunks_before", params)
-
-    def chunk_containing(self, execution_id: str, stream: Stream | None, offset: int) -> int | None:
-        name = "chunk_containing_" + (stream.name.lower() if stream else "all")
-        found = self._rows(name, {"id": execution_id, "offset": offset})[0]["max"]
-        return None if found is None else int(found)
+    # --- changes -----------------------------------------------------------------
 
     def wait(self, execution_id: str, timeout: float) -> None:
         """Sleep until a NOTIFY for ``execution_id`` arrives (or ``timeout`` passes)."""
@@ -382,48 +281,6 @@ class PostgresStore:
                 self._listener.start()
             listener = self._listener
         listener.wait(execution_id, timeout)
-
-    # --- the queue ---------------------------------------------------------------------
-
-    def claim(self, worker_id: str, now: float) -> Execution | None:
-        if not self._rows("queued_exists", {}):
-            return None  # the common idle case costs a read, not a row lock
-        with self._conn("write to") as conn, conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(SQL["claim_next"], {"worker_id": worker_id, "now": now}).fetchone()
-        return None if row is None else Execution.from_row(row)
-
-    def register_worker(
-        self, worker_id: str, hostname: str, pid: int, kind: str, now: float
-    ) -> None:
-        params = {"id": worker_id, "hostname": hostname, "pid": pid, "kind": kind, "now": now}
-        with self._conn("write to") as conn:
-            conn.execute(SQL["register_worker"], params)
-
-    def heartbeat(self, worker_id: str, now: float, stopped: bool = False) -> None:
-        query = SQL["unregister_worker" if stopped else "heartbeat"]
-        with self._conn("write to") as conn:
-            conn.execute(query, {"id": worker_id, "now": now})
-
-    def cancel(self, execution_id: str, now: float, reason: str) -> Execution:
-        ex = self.get(execution_id)
-        params = {"id": ex.id, "now": now, "reason": reason}
-        with self._transaction("write to") as conn:
-            if conn.execute(SQL["cancel_queued"], params).rowcount == 0:
-                conn.execute(SQL["request_cancel"], params)
-        return self.get(ex.id)
-
-    def cancel_requests(self, worker_id: str) -> list[tuple[str, str | None]]:
-        rows = self._rows("cancel_requests", {"worker_id": worker_id})
-        return [(r["id"], r["reason"]) for r in rows]
-
-    def find_lost(self, stale_before: float) -> list[LostExecution]:
-        rows = self._rows("find_lost", {"stale_before": stale_before})
-        return [LostExecution(r["id"], r["pid"], r["worker_id"], r["hostname"]) for r in rows]
-
-    def mark_lost(self, execution_id: str, now: float, reason: str) -> bool:
-        params = {"id": execution_id, "now": now, "reason": reason}
-        with self._conn("write to") as conn:
-            return conn.execute(SQL["mark_lost"], params).rowcount == 1
 
 
 @dataclass
@@ -510,37 +367,10 @@ class Listener:
                 delay = min(delay * 2, 2.0)
 
 
-def _chunk_params(c: ChunkRecord) -> dict[str, Any]:
-    return {
-        "execution_id": c.execution_id,
-        "chunk_index": c.chunk_index,
-        "stdout_offset": c.stdout_offset,
-        "stdout_size": c.stdout_size,
-        "stderr_offset": c.stderr_offset,
-        "stderr_size": c.stderr_size,
-        "codec": c.codec,
-        "timestamp": c.timestamp,
-        "runs": c.runs,
-        "stdout": c.stdout,
-        "stderr": c.stderr,
-    }
-
-
-def _statements(script: str) -> list[str]:
-    """Split a block of plain DDL (no semicolons inside literals) into statements."""
-    body = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
-    return [s.strip() for s in body.split(";") if s.strip()]
-
-
 def _connection_lost(exc: psycopg.Error) -> bool:
     """The client lost the server (no SQLSTATE), or the server ended the session."""
     state = exc.sqlstate
     return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
-
-
-def _text(value: str) -> str:
-    """``value`` fit for a text column, which holds no NUL (progress comes from raw output)."""
-    return value.replace("\x00", "\ufffd")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,6 +5,11 @@
 -- pg_notify('outspool', execution id): delivered on commit, deduplicated within
 -- a transaction, so a group commit wakes each execution's followers once.
 
+-- name: schema_exists
+-- current_schema() is the first schema of search_path that exists (NULL if none).
+SELECT 1 FROM pg_tables
+WHERE schemaname = current_schema() AND tablename = 'outspool_schema';
+
 -- name: schema_version_table
 -- Every opener takes the same transaction-scoped lock first, so concurrent
 -- openers upgrade one after another (the key is arbitrary and fixed).
@@ -175,15 +180,15 @@ ORDER BY chunk_index DESC
 LIMIT %(limit)s;
 
 -- name: chunk_containing_stdout
-SELECT max(chunk_index) FROM execution_output_chunks
+SELECT max(chunk_index) AS found FROM execution_output_chunks
 WHERE execution_id = %(id)s AND stdout_offset <= %(offset)s AND stdout_size > 0;
 
 -- name: chunk_containing_stderr
-SELECT max(chunk_index) FROM execution_output_chunks
+SELECT max(chunk_index) AS found FROM execution_output_chunks
 WHERE execution_id = %(id)s AND stderr_offset <= %(offset)s AND stderr_size > 0;
 
 -- name: chunk_containing_all
-SELECT max(chunk_index) FROM execution_output_chunks
+SELECT max(chunk_index) AS found FROM execution_output_chunks
 WHERE execution_id = %(id)s AND stdout_offset + stderr_offset <= %(offset)s;
 
 -- name: queued_exists
@@ -244,6 +249,3 @@ WITH changed AS (
     RETURNING id
 )
 SELECT pg_notify('outspool', id) FROM changed;
-
--- name: delete_execution
-DELETE FROM executions WHERE id = %(id)s;

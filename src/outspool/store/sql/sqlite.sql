@@ -1,6 +1,9 @@
 -- Named queries for the SQLite backend. Each block starts with "-- name: NAME".
 -- postgres.sql defines the same names (a test checks it).
 
+-- name: schema_exists
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outspool_schema';
+
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS outspool_schema (version INTEGER NOT NULL);
 
@@ -153,15 +156,15 @@ ORDER BY chunk_index DESC
 LIMIT :limit;
 
 -- name: chunk_containing_stdout
-SELECT max(chunk_index) FROM execution_output_chunks
+SELECT max(chunk_index) AS found FROM execution_output_chunks
 WHERE execution_id = :id AND stdout_offset <= :offset AND stdout_size > 0;
 
 -- name: chunk_containing_stderr
-SELECT max(chunk_index) FROM execution_output_chunks
+SELECT max(chunk_index) AS found FROM execution_output_chunks
 WHERE execution_id = :id AND stderr_offset <= :offset AND stderr_size > 0;
 
 -- name: chunk_containing_all
-SELECT max(chunk_index) FROM execution_output_chunks
+SELECT max(chunk_index) AS found FROM execution_output_chunks
 WHERE execution_id = :id AND stdout_offset + stderr_offset <= :offset;
 
 -- name: queued_exists
@@ -205,6 +208,3 @@ WHERE e.status = 'running'
 UPDATE executions SET status = 'lost', finished_at = :now, reason = :reason,
                       output_truncated = 1
 WHERE id = :id AND status = 'running';
-
--- name: delete_execution
-DELETE FROM executions WHERE id = :id;

@@ -1,0 +1,335 @@
+"""The store core: every store verb, written once over the named SQL blocks.
+
+:class:`SqlStore` turns each verb of the :class:`~outspool.store.base.Store`
+protocol into named queries of ``sql/<dialect>.sql`` (the same names in both
+dialects; each file speaks its own parameter style). A backend subclasses it and
+supplies only what really differs: its connection, transaction and reads
+(:meth:`_transaction`, :meth:`_statement`, :meth:`_rows`), opening the schema
+(:meth:`_schema_cursor`, :meth:`_exclusive`), where chunk payloads live
+(:meth:`_chunk_row`, :meth:`_chunks`, :meth:`_finishing`), and how :meth:`wait`
+learns of a change. A query's rows are read by column name.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Protocol
+
+from outspool.codec import ChunkRecord
+from outspool.errors import NotFoundError, SchemaTooNewError, StoreError
+from outspool.models import Execution, Outcome, Status, Stream
+from outspool.store import queries
+from outspool.store.base import SCHEMA_VERSION, LostExecution, NewExecution, WriteBatch
+
+Params = Mapping[str, Any]
+
+
+class Cursor(Protocol):
+    """What the core asks of a DB-API cursor (``sqlite3`` and ``psycopg`` both fit)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, query: str, params: Params = ..., /) -> object: ...
+
+    def executemany(self, query: str, params: Iterable[Params], /) -> object: ...
+
+    def fetchone(self) -> Any: ...
+
+
+class SqlStore(abc.ABC):
+    """A :class:`~outspool.store.base.Store` over one dialect's named SQL blocks."""
+
+    #: Which ``sql/<dialect>.sql`` file the queries come from.
+    dialect: ClassVar[str]
+    #: False where a text column cannot hold NUL (PostgreSQL): progress is cleaned first.
+    text_holds_nul: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.sql = queries.load(self.dialect)
+
+    # --- what a backend supplies -------------------------------------------------------
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """A short human name for messages (no password)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and threads."""
+
+    @abc.abstractmethod
+    def wait(self, execution_id: str, timeout: float) -> None:
+        """Return when ``execution_id`` may have changed, or after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def _transaction(self, doing: str) -> contextlib.AbstractContextManager[Cursor]:
+        """A cursor whose statements commit together (or not at all)."""
+
+    @abc.abstractmethod
+    def _statement(self, doing: str) -> contextlib.AbstractContextManager[Cursor]:
+        """A cursor for one writing statement, committed on its own."""
+
+    @abc.abstractmethod
+    def _rows(self, name: str, params: Params) -> list[Any]:
+        """All rows of the read query ``name``, addressable by column name."""
+
+    @abc.abstractmethod
+    def _chunks(self, name: str, params: Params) -> list[ChunkRecord]:
+        """Chunk records of the read query ``name``, their payloads fetched."""
+
+    @abc.abstractmethod
+    def _schema_cursor(self, create: bool) -> contextlib.AbstractContextManager[Cursor]:
+        """A cursor for opening the schema; ``create=False`` creates nothing."""
+
+    @abc.abstractmethod
+    def _exclusive(self, cur: Cursor) -> contextlib.AbstractContextManager[None]:
+        """Hold the schema against concurrent openers while it is upgraded."""
+
+    def _chunk_row(self, c: ChunkRecord) -> dict[str, Any]:
+        """The ``insert_chunk`` parameters of one chunk (a backend may store blobs elsewhere)."""
+        return chunk_row(c)
+
+    @abc.abstractmethod
+    def _finishing(self, execution_id: str) -> None:
+        """Called before an execution's end is recorded: no more chunks will come."""
+
+    # --- schema ------------------------------------------------------------------------
+
+    def migrate(self, create: bool = True) -> None:
+        """Create or upgrade the schema; refuse a database newer than this code.
+
+        With ``create=False`` a store that does not exist yet is a StoreError and
+        nothing is created (an existing older one is still upgraded).
+        """
+        with self._schema_cursor(create) as cur:
+            version = self._installed_version(cur)
+            if version is None and not create:
+                raise self.missing()
+            if version == SCHEMA_VERSION:
+                return  # the common case takes no lock, so readers never wait here
+            with self._exclusive(cur):
+                self._upgrade(cur)
+
+    def missing(self) -> StoreError:
+        """The error for a store that does not exist (and was not to be created)."""
+        hint = "nothing stored there yet; check --db or OUTSPOOL_DB"
+        return StoreError(f"no database at {self.describe()} ({hint})")
+
+    def _installed_version(self, cur: Cursor) -> int | None:
+        cur.execute(self.sql["schema_exists"])
+        if cur.fetchone() is None:
+            return None
+        cur.execute(self.sql["schema_version"])
+        row = cur.fetchone()
+        return None if row is None else int(row["version"])
+
+    def _upgrade(self, cur: Cursor) -> None:
+        for statement in statements(self.sql["schema_version_table"]):
+            cur.execute(statement)
+        cur.execute(self.sql["schema_version"])
+        row = cur.fetchone()
+        version = int(row["version"]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"{self.describe()} was written by a newer outspool (format {version}; this "
+                f"version reads up to {SCHEMA_VERSION}): upgrade outspool to open it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in statements(self.sql[f"migrate_{step}"]):
+                cur.execute(statement)
+        for statement in statements(self.sql["set_schema_version"]):
+            cur.execute(statement, {"version": SCHEMA_VERSION})
+
+    # --- executions --------------------------------------------------------------------
+
+    def create(self, new: NewExecution, execution_id: str, created_at: float) -> Execution:
+        with self._statement("write to") as cur:
+            cur.execute(self.sql["insert_execution"], execution_row(new, execution_id, created_at))
+        return self.get(execution_id)
+
+    def mark_running(
+        self, execution_id: str, pid: int | None, started_at: float, worker_id: str | None
+    ) -> None:
+        params = {"id": execution_id, "pid": pid, "started_at": started_at, "worker_id": worker_id}
+        with self._statement("write to") as cur:
+            cur.execute(self.sql["mark_running"], params)
+
+    def write(self, batch: WriteBatch) -> None:
+        chunk_rows = [self._chunk_row(c) for c in batch.chunks]  # payloads placed first
+        totals = [
+            {
+                "id": u.execution_id,
+                "stdout_size": u.stdout_size,
+                "stderr_size": u.stderr_size,
+                "chunk_count": u.chunk_count,
+                "last_output_at": u.last_output_at,
+            }
+            for u in batch.updates
+        ]
+        progress = [
+            {
+                "id": u.execution_id,
+                "progress": self._text(u.progress.text),
+                "progress_percent": u.progress.percent,
+            }
+            for u in batch.updates
+            if u.progress is not None
+        ]
+        with self._transaction("write to") as cur:
+            for name, rows in (
+                ("insert_chunk", chunk_rows),
+                ("record_output", totals),
+                ("record_progress", progress),
+            ):
+                if rows:
+                    cur.executemany(self.sql[name], rows)
+
+    def finish(
+        self,
+        execution_id: str,
+        outcome: Outcome,
+        finished_at: float,
+        inline: tuple[bytes, bytes] | None,
+    ) -> bool:
+        self._finishing(execution_id)
+        params: dict[str, Any] = {
+            "id": execution_id,
+            "status": outcome.status.value,
+            "exit_code": outcome.exit_code,
+            "signal": outcome.signal,
+            "reason": outcome.reason,
+            "finished_at": finished_at,
+            "output_truncated": inline is None,
+            "stdout": inline[0] if inline else None,
+            "stderr": inline[1] if inline else None,
+        }
+        return self._changed("finish_execution", params)
+
+    def get(self, execution_id: str) -> Execution:
+        rows = self._rows("get_execution", {"id": execution_id})
+        if not rows and execution_id:
+            ids = self._rows("find_by_prefix", {"prefix": execution_id})
+            if len(ids) == 1:
+                rows = self._rows("get_execution", {"id": ids[0]["id"]})
+        if not rows:
+            raise NotFoundError(f"no execution {execution_id!r} in {self.describe()}")
+        return Execution.from_row(rows[0])
+
+    def list_executions(
+        self, status: Status | None = None, limit: int = 50, before: str | None = None
+    ) -> list[Execution]:
+        params = {"status": status.value if status else None, "limit": limit, "before": before}
+        return [Execution.from_row(r) for r in self._rows("list_executions", params)]
+
+    # --- output ------------------------------------------------------------------------
+
+    def chunks_after(self, execution_id: str, after: int, limit: int) -> list[ChunkRecord]:
+        return self._chunks("chunks_after", {"id": execution_id, "after": after, "limit": limit})
+
+    def chunks_before(self, execution_id: str, before: int, limit: int) -> list[ChunkRecord]:
+        params = {"id": execution_id, "before": before, "limit": limit}
+        return self._chunks("chunks_before", params)
+
+    def chunk_containing(self, execution_id: str, stream: Stream | None, offset: int) -> int | None:
+        name = "chunk_containing_" + (stream.name.lower() if stream else "all")
+        found = self._rows(name, {"id": execution_id, "offset": offset})[0]["found"]
+        return None if found is None else int(found)
+
+    # --- the queue ---------------------------------------------------------------------
+
+    def claim(self, worker_id: str, now: float) -> Execution | None:
+        if not self._rows("queued_exists", {}):
+            return None  # the common idle case costs a read, not a write lock
+        with self._statement("write to") as cur:
+            cur.execute(self.sql["claim_next"], {"worker_id": worker_id, "now": now})
+            row = cur.fetchone()
+        return None if row is None else Execution.from_row(row)
+
+    def register_worker(
+        self, worker_id: str, hostname: str, pid: int, kind: str, now: float
+    ) -> None:
+        params = {"id": worker_id, "hostname": hostname, "pid": pid, "kind": kind, "now": now}
+        self._changed("register_worker", params)
+
+    def heartbeat(self, worker_id: str, now: float, stopped: bool = False) -> None:
+        name = "unregister_worker" if stopped else "heartbeat"
+        self._changed(name, {"id": worker_id, "now": now})
+
+    def cancel(self, execution_id: str, now: float, reason: str) -> Execution:
+        ex = self.get(execution_id)
+        params = {"id": ex.id, "now": now, "reason": reason}
+        with self._transaction("write to") as cur:
+            cur.execute(self.sql["cancel_queued"], params)
+            if cur.rowcount == 0:
+                cur.execute(self.sql["request_cancel"], params)
+        return self.get(ex.id)
+
+    def cancel_requests(self, worker_id: str) -> list[tuple[str, str | None]]:
+        rows = self._rows("cancel_requests", {"worker_id": worker_id})
+        return [(r["id"], r["reason"]) for r in rows]
+
+    def find_lost(self, stale_before: float) -> list[LostExecution]:
+        rows = self._rows("find_lost", {"stale_before": stale_before})
+        return [LostExecution(r["id"], r["pid"], r["worker_id"], r["hostname"]) for r in rows]
+
+    def mark_lost(self, execution_id: str, now: float, reason: str) -> bool:
+        return self._changed("mark_lost", {"id": execution_id, "now": now, "reason": reason})
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _changed(self, name: str, params: Params) -> bool:
+        """Run one writing statement; True if it changed exactly one row."""
+        with self._statement("write to") as cur:
+            cur.execute(self.sql[name], params)
+            return cur.rowcount == 1
+
+    def _text(self, value: str) -> str:
+        """``value`` fit for a text column of this backend."""
+        return value if self.text_holds_nul else value.replace("\x00", "\ufffd")
+
+
+def execution_row(new: NewExecution, execution_id: str, created_at: float) -> dict[str, Any]:
+    """The ``insert_execution`` parameters: the one place a new execution becomes a row."""
+    return {
+        "id": execution_id,
+        "name": new.name,
+        "status": new.status.value,
+        "command": json.dumps(list(new.command)),
+        "language": new.language,
+        "code": new.code,
+        "cwd": new.cwd,
+        "env": json.dumps(dict(new.env)) if new.env else None,
+        "timeout": new.timeout,
+        "pty": new.pty,
+        "created_at": created_at,
+        "worker_id": new.worker_id,
+    }
+
+
+def chunk_row(c: ChunkRecord) -> dict[str, Any]:
+    """The ``insert_chunk`` parameters every backend has, blobs in the row."""
+    return {
+        "execution_id": c.execution_id,
+        "chunk_index": c.chunk_index,
+        "stdout_offset": c.stdout_offset,
+        "stdout_size": c.stdout_size,
+        "stderr_offset": c.stderr_offset,
+        "stderr_size": c.stderr_size,
+        "codec": c.codec,
+        "timestamp": c.timestamp,
+        "runs": c.runs,
+        "stdout": c.stdout,
+        "stderr": c.stderr,
+    }
+
+
+def statements(script: str) -> list[str]:
+    """Split a block of plain DDL (no semicolons inside literals) into statements."""
+    body = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
