@@ -1,4 +1,9 @@
-"""A follower in another process sees a running execution's output as it is committed."""
+"""A follower in another process sees a running execution's output as it is committed.
+
+How fast is measured by ``make bench`` (the follow latency scenario), not asserted here: the
+test checks that each line reaches the follower while the program is still
+held at its next gate, so only live delivery can pass.
+"""
 
 from __future__ import annotations
 
@@ -28,9 +33,6 @@ for i in range(3):
 print("end", flush=True)
 """
 
-#: Visibility bound asserted here (the measured latency is typically a few milliseconds).
-BOUND = 1.0
-
 
 def release(fifo: Path) -> None:
     """Let the program past its next gate (once it is waiting there)."""
@@ -54,8 +56,8 @@ class Reader:
         self.fd = proc.stdout.fileno()
         self.data = b""
 
-    def until(self, expected: bytes, timeout: float) -> float:
-        """Read until ``expected`` has arrived; the monotonic time it was seen."""
+    def until(self, expected: bytes, timeout: float) -> None:
+        """Read until ``expected`` has arrived."""
         deadline = time.monotonic() + timeout
         while expected not in self.data:
             left = deadline - time.monotonic()
@@ -64,10 +66,9 @@ class Reader:
                 piece = os.read(self.fd, 65536)
                 assert piece, f"follower ended before {expected!r}; got {self.data!r}"
                 self.data += piece
-        return time.monotonic()
 
 
-def test_follower_in_another_process_sees_output_within_the_bound(
+def test_follower_in_another_process_sees_each_line_while_the_program_runs(
     pg_url: str, spawn_cli: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     fifo = tmp_path / "gate"
@@ -76,14 +77,12 @@ def test_follower_in_another_process_sees_output_within_the_bound(
         handle = spool.start([sys.executable, "-c", GATED, str(fifo)])
         follower = spawn_cli("logs", handle.id, "--follow", "--raw", "--db", pg_url)
         out = Reader(follower)
-        out.until(b"line 0\n", 30)
-        latencies = []
-        for expected in (b"line 1\n", b"line 2\n", b"end\n"):
-            released = time.monotonic()
+        for expected in (b"line 0\n", b"line 1\n", b"line 2\n"):
+            out.until(expected, 30)
+            assert not handle.join(0), "the program is held at its gate: this output is live"
             release(fifo)
-            latencies.append(out.until(expected, 30) - released)
+        out.until(b"end\n", 30)
         handle.wait(30)
         assert follower.wait(30) == 0
         out.data += follower.stdout.read() if follower.stdout else b""
     assert out.data == b"line 0\nline 1\nline 2\nend\n"
-    assert max(latencies) < BOUND, latencies
