@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 import click
 
-from outspool import __version__, queue
+from outspool import __version__
 from outspool.client import Outspool, Running
 from outspool.errors import InvalidStateError, OutspoolError
+from outspool.jobs import Job
 from outspool.models import Execution, Status, Stream
 from outspool.process import limit_malloc_arenas
-from outspool.runner import Job
 from outspool.settings import Settings
 from outspool.worker import Worker
 
@@ -38,8 +38,21 @@ def db_option(func: F) -> F:
     )(func)
 
 
+def _parse_env(
+    ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]
+) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", ctx, param)
+        env[key] = value
+    return env
+
+
 def program_options(timeout_help: str) -> Callable[[F], F]:
-    """What to run and how, shared by ``run`` and ``submit``."""
+    """What to run and how, shared by ``run`` and ``submit``: one option per field of
+    :class:`~outspool.jobs.Job`, named like it (see :func:`job_of`)."""
 
     def apply(func: F) -> F:
         options = [
@@ -55,6 +68,19 @@ def program_options(timeout_help: str) -> Callable[[F], F]:
             ),
             click.option("--language", help="Run CODE with this language (python, bash, sh, ...)."),
             click.option("--code", help="The code to run with --language."),
+            click.option(
+                "--env",
+                multiple=True,
+                metavar="KEY=VALUE",
+                callback=_parse_env,
+                help="A variable for the program (repeatable).",
+            ),
+            click.option(
+                "--cwd",
+                metavar="DIR",
+                help="Working directory [default: run: the current one; "
+                "submit: a fresh temporary one].",
+            ),
         ]
         for option in reversed(options):
             func = option(func)
@@ -63,12 +89,13 @@ def program_options(timeout_help: str) -> Callable[[F], F]:
     return apply
 
 
-def check_program(command: tuple[str, ...], language: str | None, code: str | None) -> None:
-    """Exactly one of a COMMAND or --language (with --code)."""
-    if bool(command) == bool(language):
+def job_of(command: tuple[str, ...], options: dict[str, Any]) -> Job:
+    """The job of ``run``/``submit``: exactly one of a COMMAND or --language (with --code)."""
+    if bool(command) == bool(options["language"]):
         raise click.UsageError("give a COMMAND after --, or --language with --code")
-    if language and code is None:
+    if options["language"] and options["code"] is None:
         raise click.UsageError("--language needs --code")
+    return Job(command=command, **options)
 
 
 @contextmanager
@@ -92,16 +119,7 @@ def cli() -> None:
 @program_options("Stop the program (SIGTERM, then SIGKILL) after this long; exit 124.")
 @click.option("--quiet", "-q", is_flag=True, help="Capture only; do not echo the output.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(
-    db: str | None,
-    name: str | None,
-    timeout: float | None,
-    pty: bool,
-    language: str | None,
-    code: str | None,
-    quiet: bool,
-    command: tuple[str, ...],
-) -> None:
+def run(db: str | None, quiet: bool, command: tuple[str, ...], **options: Any) -> None:
     """Run COMMAND, show its output live and capture every byte of it.
 
     \b
@@ -110,15 +128,10 @@ def run(
 
     Exits with COMMAND's exit code (128+N if killed by signal N, 124 on timeout).
     """
-    check_program(command, language, code)
+    job = job_of(command, options)
     with spool(db) as sp:
         handle = sp.start(
-            command,
-            language=language,
-            code=code,
-            name=name,
-            timeout=timeout,
-            pty=pty,
+            job,
             echo=not quiet,
             stdin=None,
             on_created=lambda ex: click.echo(f"outspool: execution {ex.id}", err=True),
@@ -203,17 +216,10 @@ def logs(
 def _follow(
     sp: Outspool, execution_id: str, which: Stream | None, offset: int, out: _Printer
 ) -> None:
-    """Print new output until the execution ends; if the process capturing it died,
-    recovery (run here too, now and then) ends it as ``lost`` and the follow ends."""
-    follower = sp.follow(execution_id, which, offset)
-    every = sp.settings.heartbeat_timeout / 2
-    next_recovery = time.monotonic() + every
-    while not follower.done:
-        for _, piece in follower.poll():
-            out.write(piece)
-        if time.monotonic() >= next_recovery:
-            queue.recover(sp.store, sp.settings)
-            next_recovery = time.monotonic() + every
+    """Print new output until the execution ends, or until the process capturing it
+    is found lost (then it is marked ``lost`` and the follow ends; nothing is killed)."""
+    for _, piece in sp.follow(execution_id, which, offset):
+        out.write(piece)
 
 
 class _Printer:
@@ -304,49 +310,20 @@ def _human(n: int) -> str:
 # --- the queue ---------------------------------------------------------------------------
 
 
-def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
-        env[key] = value
-    return env
-
-
 @cli.command()
 @db_option
 @program_options("Stop the program after this long (status timed_out).")
-@click.option(
-    "--env",
-    "env_pairs",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A variable for the program (repeatable).",
-)
-@click.option("--cwd", metavar="DIR", help="Working directory [default: a fresh temporary one].")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def submit(
-    db: str | None,
-    language: str | None,
-    code: str | None,
-    name: str | None,
-    timeout: float | None,
-    env_pairs: tuple[str, ...],
-    cwd: str | None,
-    pty: bool,
-    command: tuple[str, ...],
-) -> None:
+def submit(db: str | None, command: tuple[str, ...], **options: Any) -> None:
     """Queue COMMAND (or --language/--code) for a worker; prints the new execution's ID.
 
     \b
     outspool submit -- make test
     outspool submit --language python --code 'print(42)' --timeout 60
     """
-    check_program(command, language, code)
-    job = Job(command, language, code, name, timeout, _parse_env(env_pairs), cwd, pty)
+    job = job_of(command, options)
     with spool(db) as sp:
-        click.echo(queue.submit(sp.store, sp.settings, job).id)
+        click.echo(sp.submit(job).id)
 
 
 @cli.command()
@@ -378,7 +355,7 @@ def cancel(db: str | None, execution_id: str) -> None:
     """Cancel execution ID: a queued one never starts, a running one is stopped."""
     with spool(db) as sp:
         try:
-            ex = queue.cancel(sp.store, execution_id)
+            ex = sp.cancel(execution_id)
         except InvalidStateError as exc:
             click.echo(f"outspool: {exc}", err=True)
             return
@@ -391,7 +368,7 @@ def cancel(db: str | None, execution_id: str) -> None:
 def recover(db: str | None) -> None:
     """Mark as lost the running executions whose worker stopped heartbeating."""
     with spool(db) as sp:
-        lost = queue.recover(sp.store, sp.settings)
+        lost = sp.recover()
     for execution_id in lost:
         click.echo(f"{execution_id} lost")
     click.echo(f"{len(lost)} execution(s) marked lost", err=True)
@@ -422,9 +399,33 @@ def serve(db: str | None, host: str, port: int, token: str | None) -> None:
 # --- entry point -------------------------------------------------------------------------
 
 
+class _Lines(logging.Formatter):
+    """The library's log records as the CLI's lines: ``outspool: ...``, ``outspool worker: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        who = "outspool worker" if record.name == "outspool.worker" else "outspool"
+        line = f"{who}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def show_library_messages() -> None:
+    """Print the library's messages (``logging.getLogger("outspool")``) on stderr."""
+    logger = logging.getLogger("outspool")
+    if any(isinstance(h.formatter, _Lines) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Lines())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user mistakes get one line on stderr and exit code 2, never a traceback."""
     limit_malloc_arenas()
+    show_library_messages()
     try:
         cli.main(args=argv, prog_name="outspool", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

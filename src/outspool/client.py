@@ -6,15 +6,21 @@ that runs it in a thread (one core, not sync and async twins)::
     with Outspool("runs.db") as spool:
         ex = spool.run(["python", "-c", "print('hi')"])
         spool.read(ex.id)            # b'hi\\n'
+
+The CLI and the web server use nothing else (and :class:`~outspool.worker.Worker`).
+Leaving the ``with`` block (or :meth:`Outspool.close`) waits for the programs
+this process started, like ``subprocess.Popen``; left by an exception, it
+stops them (``cancelled``) instead. Either way their output and ending are stored.
 """
 
 from __future__ import annotations
 
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from types import TracebackType
+from typing import Unpack
 
 from outspool import queue
 from outspool.errors import StoreError
@@ -28,11 +34,19 @@ from outspool.follow import (
 )
 from outspool.follow import to_thread as _to_thread
 from outspool.heartbeat import Heartbeat
+from outspool.jobs import Command, Job, JobOptions, as_command, new_id
 from outspool.models import Execution, Status, Stream
-from outspool.runner import Execute, Job, new_id, program_env
+from outspool.runner import Execute, check_runnable, program_env
 from outspool.settings import Settings
 from outspool.store import Store, open_store
 from outspool.writer import Writer
+
+
+def job_of(command: Command | Job, options: JobOptions) -> Job:
+    """The job ``start``/``submit`` were given: a :class:`Job`, or a command and options."""
+    if isinstance(command, Job):
+        return replace(command, **options) if options else command
+    return Job(command=as_command(command), **options)
 
 
 class Running:
@@ -118,7 +132,7 @@ class Outspool:
         self._store: Store | None = None
         self._writer: Writer | None = None
         self._heartbeat: Heartbeat | None = None
-        self._running: dict[str, Execute] = {}
+        self._running: dict[str, Running] = {}
         self._lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -129,7 +143,38 @@ class Outspool:
         return self
 
     def close(self) -> None:
-        """Commit all pending output, then stop heartbeating and release the store."""
+        """Wait for the programs started here to end, commit all output, release the store.
+
+        Interrupted while waiting (Ctrl-C), it stops them instead, records that,
+        and re-raises.
+        """
+        try:
+            self._join_running()
+        except BaseException as exc:
+            self.stop_all(f"stopped: close() was interrupted by {type(exc).__name__}")
+            raise
+        finally:
+            self._release()
+
+    def stop_all(self, reason: str) -> None:
+        """Stop every program started here (``cancelled`` with ``reason``); return once
+        their endings are stored."""
+        with self._lock:
+            handles = list(self._running.values())
+        for handle in handles:
+            handle.cancel(reason)
+        for handle in handles:
+            handle.join()
+
+    def _join_running(self) -> None:
+        while True:
+            with self._lock:
+                handle = next(iter(self._running.values()), None)
+            if handle is None:
+                return
+            handle.join()
+
+    def _release(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -143,7 +188,19 @@ class Outspool:
     def __enter__(self) -> Outspool:
         return self.open()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Wait for running programs; left by an exception, stop them first."""
+        if kind is not None:
+            try:
+                self.stop_all(f"stopped: the with block was left by {kind.__name__}")
+            except BaseException:
+                self._release()
+                raise
         self.close()
 
     @property
@@ -151,6 +208,10 @@ class Outspool:
         if self._store is None:
             raise StoreError("Outspool is not open: call open() or use it in a with block")
         return self._store
+
+    def describe(self) -> str:
+        """The store, named for messages (no password)."""
+        return self.store.describe()
 
     @property
     def writer(self) -> Writer:
@@ -169,40 +230,34 @@ class Outspool:
 
     def _cancel_requested(self, execution_id: str, reason: str | None) -> None:
         with self._lock:
-            execute = self._running.get(execution_id)
-        if execute is not None:
-            execute.stop(Status.CANCELLED, reason or "cancelled by request")
+            handle = self._running.get(execution_id)
+        if handle is not None:
+            handle.cancel(reason or "cancelled by request")
 
     # --- running -----------------------------------------------------------------------
 
     def start(
         self,
-        command: Sequence[str] = (),
+        command: Command | Job = (),
         *,
-        language: str | None = None,
-        code: str | None = None,
-        name: str | None = None,
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        pty: bool = False,
         echo: bool = False,
         stdin: int | None = subprocess.DEVNULL,
         on_created: Callable[[Execution], None] | None = None,
+        **options: Unpack[JobOptions],
     ) -> Running:
         """Start a program under capture in a background thread; a handle to it.
 
-        ``on_created`` is called with the new record before the program starts.
+        ``command`` is a list of strings (or a whole :class:`~outspool.jobs.Job`);
+        ``options`` are the job's other fields (``name``, ``timeout``, ``env``,
+        ``cwd``, ``pty``, ``language``/``code``). ``echo`` copies the output to
+        this process's stdout/stderr; ``on_created`` is called with the new record
+        before the program starts.
         """
-        job = Job(tuple(command), language, code, name, timeout, dict(env or {}), cwd, pty)
+        job = job_of(command, options)
         job.validate(self.settings)
-        job.check_runnable(self.settings, cwd)
+        check_runnable(job.argv(self.settings), job.cwd)
         writer = self.writer
-        execution = self.store.create(
-            job.new_execution(self.settings, Status.RUNNING, self.worker_id),
-            new_id(),
-            time.time(),
-        )
+        execution = queue.create(self.store, self.settings, job, Status.RUNNING, self.worker_id)
         if on_created is not None:
             on_created(execution)
         return self.launch(
@@ -236,8 +291,6 @@ class Outspool:
             echo=echo,
             child_setup=child_setup,
         )
-        with self._lock:
-            self._running[execution.id] = execute
 
         def ended(handle: Running) -> None:
             with self._lock:
@@ -246,37 +299,76 @@ class Outspool:
                 on_end(handle)
 
         handle = Running(self, execute, ended)
+        with self._lock:
+            self._running[execution.id] = handle
         handle.start()
         return handle
 
-    def run(self, command: Sequence[str] = (), **options: Any) -> Execution:
-        """Run a program to its end under capture; its final record."""
-        return self.start(command, **options).wait()
+    def run(
+        self,
+        command: Command | Job = (),
+        *,
+        echo: bool = False,
+        stdin: int | None = subprocess.DEVNULL,
+        **options: Unpack[JobOptions],
+    ) -> Execution:
+        """Run a program to its end under capture (see :meth:`start`); its final record.
 
-    async def arun(self, command: Sequence[str] = (), **options: Any) -> Execution:
-        return await _to_thread(self.run, command, **options)
+        Interrupted while waiting (Ctrl-C), it stops the program, records that
+        (``cancelled``) and re-raises.
+        """
+        handle = self.start(command, echo=echo, stdin=stdin, **options)
+        try:
+            return handle.wait()
+        except BaseException as exc:
+            if not handle.join(0):
+                handle.cancel(f"stopped: interrupted by {type(exc).__name__}")
+                handle.join()
+            raise
+
+    async def arun(
+        self,
+        command: Command | Job = (),
+        *,
+        echo: bool = False,
+        stdin: int | None = subprocess.DEVNULL,
+        **options: Unpack[JobOptions],
+    ) -> Execution:
+        """:meth:`run` for asyncio. Cancelling the awaiting task stops the program;
+        its ending (``cancelled``) is stored before the cancellation propagates."""
+        import asyncio
+
+        starting = asyncio.ensure_future(
+            _to_thread(self.start, command, echo=echo, stdin=stdin, **options)
+        )
+        handle: Running | None = None
+        try:
+            handle = await asyncio.shield(starting)
+            return await _to_thread(handle.wait)
+        except asyncio.CancelledError:
+            if handle is None:
+                handle = await starting
+            handle.cancel("stopped: the awaiting task was cancelled")
+            await _to_thread(handle.join)
+            raise
 
     # --- the queue ---------------------------------------------------------------------
 
-    def submit(
-        self,
-        command: Sequence[str] = (),
-        *,
-        language: str | None = None,
-        code: str | None = None,
-        name: str | None = None,
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        pty: bool = False,
-    ) -> Execution:
-        """Queue a program for a worker (``outspool worker``); the new ``queued`` record."""
-        job = Job(tuple(command), language, code, name, timeout, dict(env or {}), cwd, pty)
-        return queue.submit(self.store, self.settings, job)
+    def submit(self, command: Command | Job = (), **options: Unpack[JobOptions]) -> Execution:
+        """Queue a program for a worker (``outspool worker``); the new ``queued`` record.
+
+        Takes what :meth:`start` takes: a command or a :class:`~outspool.jobs.Job`, and options.
+        """
+        return queue.submit(self.store, self.settings, job_of(command, options))
 
     def cancel(self, execution_id: str, reason: str = "cancelled by request") -> Execution:
         """Cancel: a queued execution never starts; a running one is stopped by its process."""
         return queue.cancel(self.store, execution_id, reason)
+
+    def recover(self) -> list[str]:
+        """End as ``lost`` the executions whose capturing process stopped heartbeating,
+        and kill their leftover processes on this host; the IDs it ended."""
+        return queue.recover(self.store, self.settings)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -307,9 +399,27 @@ class Outspool:
         """The last ``lines`` lines, read from the newest chunks only."""
         return tail(self.store, self.get(execution_id).id, lines, stream)
 
-    def follow(self, execution_id: str, stream: Stream | None = None, offset: int = 0) -> Follower:
-        """Iterate new output (sync or async) until the execution ends."""
-        return Follower(self.store, self.get(execution_id).id, stream, offset)
+    def follow(
+        self,
+        execution_id: str,
+        stream: Stream | None = None,
+        offset: int = 0,
+        *,
+        batch: int = 64,
+    ) -> Follower:
+        """Iterate new output (sync or async) until the execution ends, or until its
+        capturing process is found lost (no heartbeat for ``heartbeat_timeout``): then
+        it is marked ``lost`` and the follow ends. Following never kills anything.
+
+        Each step reads at most ``batch`` chunks (of at most ``max_chunk_size``)."""
+        return Follower(
+            self.store,
+            self.get(execution_id).id,
+            stream,
+            offset,
+            lost_after=self.settings.heartbeat_timeout,
+            batch=batch,
+        )
 
     async def aget(self, execution_id: str) -> Execution:
         return await _to_thread(self.get, execution_id)

@@ -8,12 +8,14 @@ chunk, and a follower asks for chunks after the last one it saw. Stream
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from outspool.codec import decode
-from outspool.models import Chunk, Stream
+from outspool.heartbeat import end_lost
+from outspool.models import Chunk, Execution, Stream
 from outspool.store.base import Store
 
 _BATCH = 64  # chunks fetched per query
@@ -146,33 +148,61 @@ class Follower:
     Each :meth:`poll` returns the pieces committed since the last call, tagged
     with their stream, or waits up to ``timeout`` for some; :attr:`done` turns
     True once the execution has finished and everything stored was returned.
+    With ``lost_after``, a follower that sees no new output also asks, at most
+    every quarter of it, whether the capturing process stopped heartbeating that
+    long ago; if so the execution is marked ``lost`` and the follow ends
+    (:func:`outspool.heartbeat.end_lost`; nothing is killed). Memory is bounded
+    by ``batch`` chunks per call.
     """
 
     def __init__(
-        self, store: Store, execution_id: str, stream: Stream | None = None, offset: int = 0
+        self,
+        store: Store,
+        execution_id: str,
+        stream: Stream | None = None,
+        offset: int = 0,
+        *,
+        lost_after: float | None = None,
+        batch: int = _BATCH,
     ) -> None:
         self.store = store
         self.execution_id = execution_id
         self.stream = stream
         self.offset = offset  # position in the followed stream of the next byte to return
+        self.lost_after = lost_after
         self.done = False
+        self.execution: Execution | None = None  #: the record as of the last :meth:`read`
+        self._batch = batch
+        self._next_lost_check = 0.0
         first = store.chunk_containing(execution_id, stream, offset) if offset else None
         self._after = -1 if first is None else first - 1
 
     def poll(self, timeout: float = 1.0) -> list[tuple[Stream, bytes]]:
         """New output, waiting up to ``timeout`` seconds when there is none yet."""
+        found = self.read()
+        if found or self.done or timeout <= 0:
+            return found
+        self.wait(timeout)
+        return self.read()
+
+    def read(self) -> list[tuple[Stream, bytes]]:
+        """What was committed since the last call (at most ``batch`` chunks), without waiting."""
         if self.done:
             return []
-        found = self._fetch()
-        if found:
+        record = self.store.get(self.execution_id)  # before the chunks: the end follows them
+        found, more = self._fetch()
+        self.execution = record
+        if more:
             return found
-        if self.store.get(self.execution_id).status.finished:
-            found = self._fetch()  # the end is committed after the last output
-            if not found:
-                self.done = True
-            return found
+        if record.status.finished:
+            self.done = True
+        elif not found and self._capture_lost():
+            return self.read()
+        return found
+
+    def wait(self, timeout: float) -> None:
+        """Return when new output may have been committed, or after ``timeout`` seconds."""
         self.store.wait(self.execution_id, timeout)
-        return self._fetch()
 
     def __iter__(self) -> Iterator[tuple[Stream, bytes]]:
         while not self.done:
@@ -183,9 +213,16 @@ class Follower:
             for item in await to_thread(self.poll):
                 yield item
 
-    def _fetch(self) -> list[tuple[Stream, bytes]]:
+    def _capture_lost(self) -> bool:
+        if self.lost_after is None or time.monotonic() < self._next_lost_check:
+            return False
+        self._next_lost_check = time.monotonic() + self.lost_after / 4
+        return bool(end_lost(self.store, self.lost_after, self.execution_id))
+
+    def _fetch(self) -> tuple[list[tuple[Stream, bytes]], bool]:
         out: list[tuple[Stream, bytes]] = []
-        for record in self.store.chunks_after(self.execution_id, self._after, _BATCH):
+        records = self.store.chunks_after(self.execution_id, self._after, self._batch)
+        for record in records:
             self._after = record.chunk_index
             chunk = decode(record)
             start = _start(chunk, self.stream)
@@ -198,7 +235,7 @@ class Follower:
                 skip = 0
                 out.append((stream, fresh))
                 self.offset += len(fresh)
-        return out
+        return out, len(records) == self._batch
 
     def _pieces(self, chunk: Chunk) -> list[tuple[Stream, bytes]]:
         if self.stream is None:

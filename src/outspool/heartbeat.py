@@ -3,23 +3,46 @@
 Every process that runs programs (a worker, or ``outspool run``) registers in
 the ``workers`` table and refreshes its heartbeat every ``heartbeat_interval``.
 An execution whose process stopped heartbeating for ``heartbeat_timeout`` is
-``lost`` (see :mod:`outspool.queue`). The same thread looks for cancellation
-requests (``outspool cancel`` from anywhere) for the executions it runs.
+``lost``: :func:`end_lost` is the one place that decides it, for followers and
+recovery alike. The same thread looks for cancellation requests (``outspool
+cancel`` from anywhere) for the executions it runs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 
 from outspool.errors import StoreError
-from outspool.store.base import Store
+from outspool.store.base import LostExecution, Store
 
 CANCEL_POLL = 0.25  # seconds between looks for cancellation requests
+log = logging.getLogger("outspool.heartbeat")
+
+
+def end_lost(
+    store: Store, stale_after: float, execution_id: str | None = None
+) -> list[LostExecution]:
+    """End as ``lost`` the running executions (all, or just ``execution_id``) whose
+    capturing process has not heartbeated for ``stale_after`` seconds; those it ended.
+
+    Their output stored so far is kept. Nothing is killed here: reading may call
+    this; killing leftover processes is recovery's (:func:`outspool.queue.recover`).
+    """
+    now = time.time()
+    ended: list[LostExecution] = []
+    for lost in store.find_lost(now - stale_after):
+        if execution_id is not None and lost.execution_id != execution_id:
+            continue
+        who = f"worker {lost.worker_id}" if lost.worker_id else "its capturing process"
+        reason = f"{who} stopped heartbeating; output stored so far is kept"
+        if store.mark_lost(lost.execution_id, now, reason):
+            ended.append(lost)
+    return ended
 
 
 class Heartbeat:
@@ -55,7 +78,7 @@ class Heartbeat:
         try:
             self.store.heartbeat(self.worker_id, time.time(), stopped=True)
         except StoreError as exc:
-            print(f"outspool: could not record the end of {self.worker_id}: {exc}", file=sys.stderr)
+            log.warning("could not record the end of %s: %s", self.worker_id, exc)
 
     def _run(self) -> None:
         last_beat = time.monotonic()
@@ -71,4 +94,4 @@ class Heartbeat:
             except StoreError as exc:  # the database is away: keep trying, say so once
                 if str(exc) != failing:
                     failing = str(exc)
-                    print(f"outspool: heartbeat failed, retrying: {exc}", file=sys.stderr)
+                    log.warning("heartbeat failed, retrying: %s", exc)

@@ -1,29 +1,51 @@
-"""The job queue over a store: submit, cancel, recover.
+"""The job queue over a store: create, submit, cancel, recover.
 
 Claiming is the store's (one atomic statement per backend); this module holds
-the rules around it: what may be submitted, what cancelling means in each
-state, and how executions of a dead process are found and ended as ``lost``.
+the rules around it: what may be stored, what cancelling means in each state,
+and what recovery does once executions are ``lost`` (see
+:func:`outspool.heartbeat.end_lost`, the one place that decides it).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
+from collections import defaultdict
 from pathlib import Path
 
-from outspool.errors import InvalidStateError
+from outspool.errors import InvalidStateError, NotFoundError
+from outspool.heartbeat import end_lost
+from outspool.jobs import Job, new_id
 from outspool.models import Execution, Status
-from outspool.runner import EXECUTION_ENV, Job, new_id
+from outspool.runner import EXECUTION_ENV
 from outspool.settings import Settings
-from outspool.store.base import Store
+from outspool.store.base import NewExecution, Store
+
+
+def create(
+    store: Store, settings: Settings, job: Job, status: Status, worker_id: str | None = None
+) -> Execution:
+    """Store a new execution of ``job``; an unknown language or a bad timeout is refused here."""
+    job.validate(settings)
+    new = NewExecution(
+        command=job.argv(settings),
+        status=status,
+        name=job.name,
+        language=job.language,
+        code=job.code,
+        cwd=job.cwd,
+        env=job.env,
+        timeout=job.timeout,
+        pty=job.pty,
+        worker_id=worker_id,
+    )
+    return store.create(new, new_id(), time.time())
 
 
 def submit(store: Store, settings: Settings, job: Job) -> Execution:
-    """Queue ``job``; an unknown language or a bad timeout is refused here, not later."""
-    job.validate(settings)
-    return store.create(job.new_execution(settings, Status.QUEUED), new_id(), time.time())
+    """Queue ``job`` for a worker."""
+    return create(store, settings, job, Status.QUEUED)
 
 
 def cancel(store: Store, execution_id: str, reason: str = "cancelled by request") -> Execution:
@@ -37,26 +59,39 @@ def cancel(store: Store, execution_id: str, reason: str = "cancelled by request"
 def recover(store: Store, settings: Settings) -> list[str]:
     """End as ``lost`` the running executions whose process stopped heartbeating.
 
-    Their output stored so far is kept. On this host, any of their processes
-    still alive (found by :data:`EXECUTION_ENV`) are killed.
+    Their output stored so far is kept. On this host, processes still alive of
+    any ``lost`` execution (found by :data:`EXECUTION_ENV`, whoever marked it
+    lost) are killed.
     """
-    now = time.time()
-    ended: list[str] = []
-    host = socket.gethostname()
-    for lost in store.find_lost(now - settings.heartbeat_timeout):
-        who = f"worker {lost.worker_id}" if lost.worker_id else "its capturing process"
-        reason = f"{who} stopped heartbeating; output stored so far is kept"
-        if store.mark_lost(lost.execution_id, now, reason):
-            ended.append(lost.execution_id)
-            if lost.hostname == host:
-                kill_orphans(lost.execution_id)
+    ended = [lost.execution_id for lost in end_lost(store, settings.heartbeat_timeout)]
+    kill_orphans(store)
     return ended
 
 
-def kill_orphans(execution_id: str) -> int:
-    """SIGKILL every process on this host whose environment carries this execution's ID."""
-    marker = f"{EXECUTION_ENV}={execution_id}".encode()
+def kill_orphans(store: Store) -> int:
+    """SIGKILL every process on this host that belongs to a ``lost`` execution of ``store``."""
     killed = 0
+    for execution_id, pids in _marked_processes().items():
+        if not execution_id.isalnum():
+            continue
+        try:
+            if store.get(execution_id).status is not Status.LOST:
+                continue
+        except NotFoundError:  # another store's execution
+            continue
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                continue
+    return killed
+
+
+def _marked_processes() -> dict[str, list[int]]:
+    """Processes on this host carrying :data:`EXECUTION_ENV`, by execution ID."""
+    marker = f"{EXECUTION_ENV}=".encode()
+    found: dict[str, list[int]] = defaultdict(list)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -64,10 +99,7 @@ def kill_orphans(execution_id: str) -> int:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if marker in environ.split(b"\0"):
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-            except OSError:
-                continue
-    return killed
+        for var in environ.split(b"\0"):
+            if var.startswith(marker):
+                found[var[len(marker) :].decode(errors="replace")].append(int(entry.name))
+    return found

@@ -14,10 +14,10 @@ the resource limits from settings.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -26,16 +26,13 @@ from dataclasses import replace
 
 from outspool.client import Outspool, Running
 from outspool.errors import OutspoolError, StoreError
+from outspool.jobs import Job
 from outspool.models import Execution
-from outspool.queue import recover
-from outspool.runner import Job, program_env
+from outspool.runner import program_env
 from outspool.settings import Settings
 
 IDLE_POLL = 0.1  # seconds between looks at the queue when there is nothing to do
-
-
-def _log(message: str) -> None:
-    print(f"outspool worker: {message}", file=sys.stderr, flush=True)
+log = logging.getLogger("outspool.worker")
 
 
 class Worker:
@@ -47,13 +44,11 @@ class Worker:
         settings: Settings | None = None,
         concurrency: int | None = None,
         burst: bool = False,
-        log: Callable[[str], None] = _log,
     ) -> None:
         self.settings = settings or Settings.load()
         self.spool = Outspool(db, self.settings, kind="worker")
         self.concurrency = concurrency or os.cpu_count() or 1
         self.burst = burst
-        self._log = log
         self._running: dict[str, Running] = {}
         self._ended: list[Running] = []
         self._lock = threading.Lock()
@@ -93,16 +88,15 @@ class Worker:
 
     def run(self) -> None:
         """Work until stopped; always commits all output and records every ending."""
-        self.spool.open()
         try:
-            _ = self.spool.writer  # registers this worker and starts its heartbeat
-            self._log(f"{self.worker_id} started, concurrency {self.concurrency}")
-            self._loop()
-            self._shutdown()
-            self._report_ended()
+            with self.spool:  # left by an exception: what still runs is stopped and recorded
+                _ = self.spool.writer  # registers this worker and starts its heartbeat
+                log.info("%s started, concurrency %d", self.worker_id, self.concurrency)
+                self._loop()
+                self._shutdown()
+                self._report_ended()
         finally:
-            self.spool.close()
-            self._log(f"{self.worker_id} stopped after {self.completed} executions")
+            log.info("%s stopped after %d executions", self.worker_id, self.completed)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -113,19 +107,19 @@ class Worker:
             self._report_ended()
             try:
                 if time.monotonic() >= next_recovery:
-                    for lost in recover(self.spool.store, self.settings):
-                        self._log(f"{lost} lost: its capturing process stopped heartbeating")
+                    for lost in self.spool.recover():
+                        log.info("%s lost: its capturing process stopped heartbeating", lost)
                     next_recovery = time.monotonic() + self.settings.heartbeat_timeout / 2
                 claimed = self._claim()
             except StoreError as exc:  # the database is away: keep running what we have
                 if str(exc) != outage:
                     outage = str(exc)
-                    self._log(f"cannot reach the queue, retrying: {exc}")
+                    log.warning("cannot reach the queue, retrying: %s", exc)
                 claimed = False
             else:
                 if outage is not None:
                     outage = None
-                    self._log("the queue is reachable again")
+                    log.info("the queue is reachable again")
             with self._lock:
                 busy = len(self._running)
             if self.burst and not claimed and busy == 0 and outage is None:
@@ -159,7 +153,7 @@ class Worker:
             # an unknown language here: the stored command is tried as it is
             with contextlib.suppress(OutspoolError):
                 execution = replace(execution, command=job.argv(self.settings))
-        self._log(f"started {execution.id}: {' '.join(execution.command)[:80]}")
+        log.info("started %s: %s", execution.id, " ".join(execution.command)[:80])
 
         def ended(handle: Running) -> None:
             if workdir is not None:
@@ -183,16 +177,16 @@ class Worker:
 
     def _report(self, handle: Running) -> None:
         if handle.error is not None and not isinstance(handle.error, OutspoolError):
-            self._log(f"{handle.id} crashed the worker thread: {handle.error!r}")
+            log.error("%s crashed the worker thread: %r", handle.id, handle.error)
             return
         try:
             ex = handle.execution()
         except OutspoolError as exc:
-            self._log(f"{handle.id} ended, but its record cannot be read: {exc}")
+            log.warning("%s ended, but its record cannot be read: %s", handle.id, exc)
             return
         how = ex.reason or (f"exit {ex.exit_code}" if ex.exit_code is not None else "")
         took = f" in {ex.duration:.2f} s" if ex.duration is not None else ""
-        self._log(f"{ex.id} {ex.status.value} ({how}){took}")
+        log.info("%s %s (%s)%s", ex.id, ex.status.value, how, took)
 
     def _limits(self) -> Callable[[], None] | None:
         s = self.settings
@@ -219,10 +213,8 @@ class Worker:
         with self._lock:
             waiting = len(self._running)
         if waiting:
-            self._log(
-                f"shutting down: waiting up to {self.settings.shutdown_grace:g} s "
-                f"for {waiting} running"
-            )
+            grace = self.settings.shutdown_grace
+            log.info("shutting down: waiting up to %g s for %d running", grace, waiting)
         while not self._force and time.monotonic() < deadline:
             with self._lock:
                 if not self._running:

@@ -14,7 +14,7 @@ lost) is reported and retried with back-off; nothing is dropped.
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +33,7 @@ Clock = Callable[[], float]
 Segments = list[tuple[Stream, bytes]]
 
 
-def _report(message: str) -> None:
-    print(f"outspool: {message}", file=sys.stderr, flush=True)
+log = logging.getLogger("outspool.writer")
 
 
 @dataclass
@@ -217,7 +216,7 @@ class Writer:
                     sink.error = StoreError(f"the writer stopped: {exc}")
                     sink.done.set()
                 self._cond.notify_all()
-            _report(f"writer stopped: {exc}")
+            log.error("writer stopped: %s", exc)
 
     def _step(self) -> bool:
         with self._cond:
@@ -324,12 +323,14 @@ class Writer:
             try:
                 action()
                 if last:
-                    _report("the database accepts writes again; the held output is being stored")
+                    log.warning(
+                        "the database accepts writes again; the held output is being stored"
+                    )
                 return
             except StoreError as exc:
                 if str(exc) != last:
                     last = str(exc)
-                    _report(f"cannot {doing} the database, retrying (output held): {exc}")
+                    log.warning("cannot %s the database, retrying (output held): %s", doing, exc)
                 self.stats.retries += 1
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

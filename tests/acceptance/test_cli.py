@@ -60,6 +60,16 @@ def test_quiet_run_captures_without_echo(db: str, run_cli: RunCli) -> None:
     assert logs.stdout == b"hidden\n"
 
 
+def test_run_takes_env_and_cwd_as_submit_does(db: str, run_cli: RunCli, tmp_path: Path) -> None:
+    result = run_cli(
+        "run", "--db", db, "--env", "GREETING=hi", "--cwd", str(tmp_path),
+        "--", "sh", "-c", "echo $GREETING; pwd",
+    )  # fmt: skip
+    assert (result.rc, result.stdout) == (0, f"hi\n{tmp_path}\n".encode())
+    shown = json.loads(run_cli("show", run_id(result.err_lines), "--db", db, "--json").stdout)
+    assert shown["cwd"] == str(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("language", "code"),
     [

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from outspool import Outspool, Settings, Status
-from outspool.queue import submit
-from outspool.runner import Job
+from outspool.jobs import Job
 from tests.conftest import RunCli, SpawnCli
 from tests.helpers import alive, wait_until
 
@@ -23,7 +22,7 @@ FAST = {"OUTSPOOL_KILL_GRACE": "0.5", "OUTSPOOL_DRAIN_GRACE": "0.5"}
 
 def queue_jobs(db: str, jobs: list[Job]) -> list[str]:
     with Outspool(db) as spool:
-        return [submit(spool.store, spool.settings, job).id for job in jobs]
+        return [spool.submit(job).id for job in jobs]
 
 
 def record(db: str, execution_id: str) -> dict[str, object]:
@@ -57,7 +56,9 @@ def test_four_workers_run_500_jobs_exactly_once(
 ) -> None:
     ledger = tmp_path / "ledger"
     ledger.touch()
-    jobs = [Job(("sh", "-c", f'echo "$OUTSPOOL_EXECUTION_ID" >> {ledger}')) for _ in range(500)]
+    jobs = [
+        Job(command=("sh", "-c", f'echo "$OUTSPOOL_EXECUTION_ID" >> {ledger}')) for _ in range(500)
+    ]
     ids = queue_jobs(str(db_path), jobs)
     workers = [spawn_cli("worker", "--db", str(db_path), "--burst", "-c", "2") for _ in range(4)]
     for proc in workers:
@@ -79,7 +80,7 @@ def test_sigkill_of_worker_leaves_no_orphans_and_recovery_marks_lost(
         f"echo $$ > {pids}; sleep 300 & echo $! >> {pids}; "
         "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.01; done"
     )
-    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", script))])
+    (execution_id,) = queue_jobs(db_url, [Job(command=("sh", "-c", script))])
     worker = spawn_cli("worker", "--db", db_url)
     before = wait_output(db_url, execution_id, b"line 20\n")
     wait_until(lambda: len(pids.read_text().split()) == 2, message="the program's pids")
@@ -110,9 +111,13 @@ def test_sigterm_drains_running_jobs_and_claims_no_more(
 ) -> None:
     gate = tmp_path / "gate"
     slow = Job(
-        ("sh", "-c", f"echo started; while [ ! -e {gate} ]; do sleep 0.01; done; echo finished")
+        command=(
+            "sh",
+            "-c",
+            f"echo started; while [ ! -e {gate} ]; do sleep 0.01; done; echo finished",
+        )
     )
-    first, second = queue_jobs(db_url, [slow, Job(("echo", "never"))])
+    first, second = queue_jobs(db_url, [slow, Job(command=("echo", "never"))])
     worker = spawn_cli("worker", "--db", db_url, "-c", "1")
     wait_output(db_url, first, b"started\n")
     worker.send_signal(signal.SIGTERM)
@@ -126,7 +131,7 @@ def test_sigterm_drains_running_jobs_and_claims_no_more(
 def test_shutdown_grace_over_stops_running_jobs_as_cancelled(
     db_url: str, spawn_cli: SpawnCli
 ) -> None:
-    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", "echo up; sleep 300"))])
+    (execution_id,) = queue_jobs(db_url, [Job(command=("sh", "-c", "echo up; sleep 300"))])
     env = {**FAST, "OUTSPOOL_SHUTDOWN_GRACE": "0.2"}
     worker = spawn_cli("worker", "--db", db_url, env=env)
     wait_output(db_url, execution_id, b"up\n")
@@ -141,7 +146,7 @@ IGNORES_TERM = "trap '' TERM; echo $$; while true; do sleep 0.05; done"
 
 
 def test_timeout_kills_a_program_that_ignores_sigterm(db_url: str, run_cli: RunCli) -> None:
-    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", IGNORES_TERM), timeout=0.5)])
+    (execution_id,) = queue_jobs(db_url, [Job(command=("sh", "-c", IGNORES_TERM), timeout=0.5)])
     assert run_cli("worker", "--db", db_url, "--burst", env=FAST).rc == 0
     ex = record(db_url, execution_id)
     assert ex["status"] == "timed_out"
@@ -151,7 +156,7 @@ def test_timeout_kills_a_program_that_ignores_sigterm(db_url: str, run_cli: RunC
 
 def test_cancel_queued_and_running(db_url: str, spawn_cli: SpawnCli, run_cli: RunCli) -> None:
     running_id, queued_id = queue_jobs(
-        db_url, [Job(("sh", "-c", IGNORES_TERM)), Job(("echo", "x"))]
+        db_url, [Job(command=("sh", "-c", IGNORES_TERM)), Job(command=("echo", "x"))]
     )
     assert run_cli("cancel", "--db", db_url, queued_id).rc == 0
     assert record(db_url, queued_id)["status"] == "cancelled"
@@ -172,7 +177,7 @@ def test_grandchild_holding_the_pipe_does_not_hang(
 ) -> None:
     pid_file = tmp_path / "pid"
     script = f"sleep 300 & echo $! > {pid_file}; echo main done"
-    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", script))])
+    (execution_id,) = queue_jobs(db_url, [Job(command=("sh", "-c", script))])
     assert run_cli("worker", "--db", db_url, "--burst", env=FAST, timeout=60).rc == 0
     ex = record(db_url, execution_id)
     assert ex["status"] == "succeeded"
@@ -214,14 +219,16 @@ def test_unknown_language_is_refused_at_submit(db_url: str, run_cli: RunCli) -> 
     assert done.err_lines == ["outspool: unknown language 'cobol' (known: bash, node, python, sh)"]
 
 
-def test_library_worker_runs_until_empty(db_url: str, settings: Settings) -> None:
+def test_library_worker_runs_until_empty(
+    db_url: str, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     from outspool.worker import Worker
 
-    ids = queue_jobs(db_url, [Job(("echo", str(i))) for i in range(5)])
-    lines: list[str] = []
-    log: Callable[[str], None] = lines.append
-    Worker(db_url, settings, concurrency=2, burst=True, log=log).run()
+    ids = queue_jobs(db_url, [Job(command=("echo", str(i))) for i in range(5)])
+    with caplog.at_level(logging.INFO, logger="outspool.worker"):
+        Worker(db_url, settings, concurrency=2, burst=True).run()
     assert [stored(db_url, i) for i in ids] == [f"{i}\n".encode() for i in range(5)]
+    lines = [r.getMessage() for r in caplog.records if r.name == "outspool.worker"]
     assert sum("succeeded" in line for line in lines) == 5
 
 
@@ -257,7 +264,7 @@ def test_a_program_running_outspool_accepts_the_execution_variable(
 @pytest.mark.parametrize("status", ["succeeded", "failed"])
 def test_exit_codes_map_to_statuses(db_url: str, run_cli: RunCli, status: str) -> None:
     code = 0 if status == "succeeded" else 7
-    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", f"exit {code}"))])
+    (execution_id,) = queue_jobs(db_url, [Job(command=("sh", "-c", f"exit {code}"))])
     assert run_cli("worker", "--db", db_url, "--burst").rc == 0
     ex = record(db_url, execution_id)
     assert (ex["status"], ex["exit_code"]) == (status, code)
@@ -270,7 +277,7 @@ def test_library_queue_and_background_worker(db_url: str, settings: Settings) ->
         gate_free = spool.submit(language="python", code="print('ran')", name="lib")
         never = spool.submit(["sleep", "300"])
         assert spool.cancel(never.id).status is Status.CANCELLED
-        worker = Worker(db_url, settings, concurrency=1, log=lambda _: None).start()
+        worker = Worker(db_url, settings, concurrency=1).start()
         try:
             wait_until(lambda: spool.get(gate_free.id).status.finished, message="the job to end")
         finally:
@@ -281,7 +288,7 @@ def test_library_queue_and_background_worker(db_url: str, settings: Settings) ->
 
 
 def test_a_second_signal_stops_running_jobs_at_once(db_url: str, spawn_cli: SpawnCli) -> None:
-    (execution_id,) = queue_jobs(db_url, [Job(("sh", "-c", IGNORES_TERM))])
+    (execution_id,) = queue_jobs(db_url, [Job(command=("sh", "-c", IGNORES_TERM))])
     patient = {"OUTSPOOL_SHUTDOWN_GRACE": "600", "OUTSPOOL_KILL_GRACE": "600"}
     worker = spawn_cli("worker", "--db", db_url, env=patient)
     pid = int(wait_output(db_url, execution_id, b"\n"))

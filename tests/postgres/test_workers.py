@@ -12,8 +12,8 @@ import pytest
 
 from outspool import queue
 from outspool.follow import read_all
+from outspool.jobs import Job
 from outspool.models import Status
-from outspool.runner import Job
 from outspool.settings import Settings
 from outspool.store import Store
 

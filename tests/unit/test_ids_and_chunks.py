@@ -7,8 +7,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
+from outspool.jobs import new_id
 from outspool.models import Stream
-from outspool.runner import new_id
 from outspool.writer import split_segments
 
 ID = re.compile(r"^[0-9a-hjkmnp-tv-z]{16}$")

@@ -77,7 +77,7 @@ def test_reconnecting_with_last_event_id_loses_and_repeats_nothing(
     assert rest[-1].data["status"] == "succeeded"
 
 
-def test_many_followers_share_one_read_path(
+def test_many_followers_share_one_store_wait(
     served: Served, spool: Outspool, gated: tuple[Running, Gate]
 ) -> None:
     handle, gate = gated
@@ -114,9 +114,9 @@ def test_many_followers_share_one_read_path(
     try:
         for t in threads:
             t.start()
-        feed = wait_until(lambda: served.hub.feeds.get(handle.id), message="a feed")
-        assert feed is not None
-        wait_until(lambda: len(feed.subscriptions) == 12, message="12 subscribers")
+        waiter = wait_until(lambda: served.hub.waiters.get(handle.id), message="a waiter")
+        assert waiter is not None
+        wait_until(lambda: waiter.users == 12, message="12 followers")
         gate.open_all()
         for t in threads:
             t.join(60)
@@ -126,15 +126,15 @@ def test_many_followers_share_one_read_path(
     assert handle.wait(30).status is Status.SUCCEEDED
     assert results == [spool.read(handle.id)] * 12
     assert waiting[1] == 1
-    wait_until(lambda: not served.hub.feeds, message="the feed to end with its followers")
+    wait_until(lambda: not served.hub.waiters, message="the waiter to end with its followers")
 
 
-def test_a_follower_that_leaves_stops_the_feed(
+def test_a_follower_that_leaves_stops_the_waiter(
     served: Served, client: httpx.Client, gated: tuple[Running, Gate]
 ) -> None:
     handle, _ = gated
     seen: list[Event] = []
     with client.stream("GET", f"/api/executions/{handle.id}/events") as response:
         read_until(events(response), seen, "line 0")
-        assert handle.id in served.hub.feeds
-    wait_until(lambda: handle.id not in served.hub.feeds, message="the feed to stop")
+        assert handle.id in served.hub.waiters
+    wait_until(lambda: handle.id not in served.hub.waiters, message="the waiter to stop")

@@ -53,6 +53,15 @@ def test_submit_queues_for_a_worker(client: httpx.Client, db_path: Path) -> None
     assert second["text"] == f"hello\n{db_path.parent}\n"
 
 
+def test_submit_on_a_pseudo_terminal(client: httpx.Client, db_path: Path) -> None:
+    body = {"command": ["sh", "-c", "test -t 1 && echo on a tty"], "pty": True}
+    record = client.post("/api/executions", json=body).json()
+    assert record["pty"] is True
+    run_worker(db_path)
+    out = client.get(f"/api/executions/{record['id']}/output").json()
+    assert out["text"] == "on a tty\r\n"
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [

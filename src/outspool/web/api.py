@@ -1,10 +1,10 @@
 """The JSON API under ``/api``: parse, call the library, format.
 
 Blocking library calls run in worker threads: plain ``def`` routes are run by
-FastAPI in its thread pool, and the live stream calls the store through
-:mod:`outspool.web.streams`. Output is returned two ways in JSON: ``text``,
-decoded as UTF-8 with replacement (for display), and ``data``, the exact bytes
-in base64.
+FastAPI in its thread pool, and the live stream follows through the library's
+follower (:mod:`outspool.web.streams`); only :class:`~outspool.Outspool` is
+called. Output is returned two ways in JSON: ``text``, decoded as UTF-8 with
+replacement (for display), and ``data``, the exact bytes in base64.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from outspool import queue
 from outspool.client import Outspool
 from outspool.errors import ConfigError, NotFoundError
 from outspool.follow import Range
+from outspool.jobs import Job
 from outspool.models import Execution, Status, Stream
-from outspool.runner import Job
 from outspool.web.streams import FeedError, Hub, Piece
 
 router = APIRouter(prefix="/api")
@@ -220,7 +219,8 @@ def _no_nul(value: str) -> str:
 
 
 class Submission(BaseModel):
-    """What ``outspool submit`` takes: ``command`` as a list, or ``language`` and ``code``."""
+    """A :class:`~outspool.jobs.Job`, field for field: ``command`` as a list, or
+    ``language`` and ``code``, and the same options as ``outspool submit``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -233,6 +233,7 @@ class Submission(BaseModel):
     timeout: float | None = Field(None, gt=0, le=366 * 86400, allow_inf_nan=False)
     env: dict[str, str] = Field(default_factory=dict, max_length=4096)
     cwd: str | None = Field(None, max_length=4096)
+    pty: bool = False
 
     @model_validator(mode="after")
     def _one_program(self) -> Submission:
@@ -249,15 +250,14 @@ class Submission(BaseModel):
         return self
 
     def job(self) -> Job:
-        command = tuple(self.command or ())
-        return Job(command, self.language, self.code, self.name, self.timeout, self.env, self.cwd)
+        fields = self.model_dump()
+        return Job(command=tuple(fields.pop("command") or ()), **fields)
 
 
 @router.post("/executions", status_code=201)
 def submit(request: Request, response: Response, body: Submission) -> dict[str, Any]:
     """Queue a program for a worker (``outspool worker``); 201 with the new record."""
-    spool = spool_of(request)
-    ex = queue.submit(spool.store, spool.settings, body.job())
+    ex = spool_of(request).submit(body.job())
     response.headers["Location"] = f"/api/executions/{ex.id}"
     return ex.to_json()
 
@@ -269,5 +269,4 @@ def cancel(request: Request, execution_id: IdPath) -> dict[str, Any]:
     409 when it has already ended.
     """
     spool = spool_of(request)
-    ex = get_execution(spool, execution_id)
-    return queue.cancel(spool.store, ex.id).to_json()
+    return spool.cancel(get_execution(spool, execution_id).id).to_json()

@@ -47,7 +47,7 @@ log = logging.getLogger("outspool.web")
 
 def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX_BODY) -> Any:
     """The app serving ``spool`` (opened by the caller, closed by the caller after)."""
-    hub = Hub(spool.store)
+    hub = Hub(spool)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

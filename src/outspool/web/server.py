@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
-import sys
 from typing import Any
 
 import uvicorn
@@ -13,6 +13,8 @@ from outspool.client import Outspool
 from outspool.errors import ConfigError
 from outspool.settings import Settings
 from outspool.web.app import create_app
+
+log = logging.getLogger("outspool.web")
 
 
 def is_loopback(host: str) -> bool:
@@ -86,9 +88,5 @@ def serve(
     with sock, Outspool(db, settings, kind="serve") as spool:
         server = make_server(create_app(spool, token=token))
         hint = " (open it once with ?token=<token>)" if token else ""
-        print(
-            f"outspool: serving {spool.store.describe()} at {url_of(sock)}{hint}",
-            file=sys.stderr,
-            flush=True,
-        )
+        log.info("serving %s at %s%s", spool.describe(), url_of(sock), hint)
         server.run(sockets=[sock])

@@ -1,32 +1,36 @@
-"""Live output for HTTP followers: one shared follow loop per execution, fanned out.
+"""Live output for HTTP followers, read through the library's follower.
 
-A :class:`Feed` is the only thing that waits on the store for an execution: it
-reads each newly committed chunk once and hands the pieces to every
-:class:`Subscription`. A follower that starts behind (``Last-Event-ID``), or
-falls behind because it reads slowly, fills the gap from stored chunks on its
-own, so a slow client never holds the others back and never misses a byte.
-Offsets are byte positions in the merged (``all``) stream.
+Each connection follows with its own :class:`~outspool.follow.Follower` (from
+``Outspool.follow``), reading at most :data:`BATCH` chunks at a time and the
+next batch only once the previous one was handed on, so a connection holds a
+bounded amount of output and a slow client slows only itself (the server's
+send waits for the socket). The follower ends the stream when the execution
+ends or its capturing process is lost, as it does for the CLI and the library.
+
+Waiting is shared: one :class:`Waiter` per followed execution waits on the
+store and wakes every connection following it, so many watchers of one
+execution cost one store wait, not one each. Offsets are byte positions in the
+merged (``all``) stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 
-from outspool.codec import decode
+from outspool.client import Outspool
 from outspool.errors import OutspoolError
 from outspool.follow import Follower
 from outspool.models import Execution, Stream
-from outspool.store.base import Store
 
-_BATCH = 64  # chunks read per step
-_WAIT = 0.5  # seconds a feed waits on the store per step (also how soon it notices it is unused)
-_QUEUE_LIMIT = 256  # items queued per subscriber before its output is dropped and re-read
+BATCH = 4  # chunks read per step by one connection (each at most max_chunk_size)
+_WAIT = 1.0  # seconds a waiter waits on the store per step (also how soon it notices it is unused)
 KEEPALIVE = 15.0  # seconds of silence after which a follower is sent ``None``
 
 T = TypeVar("T")
@@ -40,10 +44,6 @@ class Piece:
     stream: Stream
     data: bytes
 
-    @property
-    def end(self) -> int:
-        return self.start + len(self.data)
-
 
 @dataclass(frozen=True, slots=True)
 class FeedError:
@@ -52,231 +52,118 @@ class FeedError:
     message: str
 
 
-Item = Piece | Execution | FeedError
+Item = Piece | Execution | FeedError | None
 
 
-class Subscription:
-    """One follower's queue. Output beyond the limit is dropped and re-read by the follower."""
+class Waiter:
+    """Waits on the store for one execution while anyone follows it, and wakes them all."""
 
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
-        self.behind = False  # output was dropped: read it back from the store
-        self.pending: Execution | None = None  # the latest record, when it could not be queued
-
-    def offer(self, item: Item) -> None:
-        final = isinstance(item, FeedError) or (
-            isinstance(item, Execution) and item.status.finished
-        )
-        if final or self.queue.qsize() < _QUEUE_LIMIT:
-            self.queue.put_nowait(item)
-        elif isinstance(item, Execution):
-            self.pending = item
-        else:
-            self.behind = True
-
-
-class Feed:
-    """The follow loop of one execution, running while anyone subscribes."""
-
-    def __init__(self, hub: Hub, execution_id: str) -> None:
+    def __init__(self, hub: Hub, follower: Follower) -> None:
         self.hub = hub
-        self.execution_id = execution_id
-        self.subscriptions: set[Subscription] = set()
-        self.end = 0  # where the output read so far ends
-        self.ready = asyncio.Event()
+        self.follower = follower  # only its wait() is used
+        self.users = 0
+        self.changed = asyncio.Event()  # replaced after every wake
         self.task: asyncio.Task[None] | None = None
-        self._after = -1  # the last chunk index read
-
-    def _start_position(self) -> int:
-        """Begin at the end of what is stored: subscribers read older output themselves."""
-        last = self.hub.store.chunks_before(self.execution_id, 1 << 62, 1)
-        if not last:
-            return 0
-        chunk = decode(last[0])
-        self._after = chunk.chunk_index
-        return chunk.all_offset + len(chunk.data(None))
-
-    def _step(self, wait: bool) -> tuple[list[Piece], Execution, bool]:
-        """New pieces, the record read before them, and whether more chunks are waiting."""
-        if wait:
-            self.hub.store.wait(self.execution_id, _WAIT)
-        ex = self.hub.store.get(self.execution_id)  # before the chunks: a final record
-        records = self.hub.store.chunks_after(self.execution_id, self._after, _BATCH)
-        pieces: list[Piece] = []
-        for record in records:
-            chunk = decode(record)
-            self._after = chunk.chunk_index
-            pos = chunk.all_offset
-            for stream, data in chunk.tagged():
-                pieces.append(Piece(pos, stream, data))
-                pos += len(data)
-        return pieces, ex, len(records) == _BATCH
 
     async def run(self) -> None:
         try:
-            self.end = await self.hub.in_thread(self._start_position)
-        except OutspoolError as exc:
-            self._publish(FeedError(str(exc)))
-            self.hub.forget(self)
-            return
-        finally:
-            self.ready.set()
-        try:
-            await self._loop()
-        except OutspoolError as exc:
-            self._publish(FeedError(str(exc)))
+            while self.users:
+                try:
+                    await self.hub.in_thread(self.follower.wait, _WAIT, waiting=True)
+                except OutspoolError:  # the store is away: followers meet it on their reads
+                    await asyncio.sleep(_WAIT)
+                self.wake()
         finally:
             self.hub.forget(self)
 
-    async def _loop(self) -> None:
-        last: Execution | None = None
-        more = True
-        while self.subscriptions:
-            pieces, ex, more = await self.hub.in_thread(self._step, not more)
-            for piece in pieces:
-                self.end = piece.end
-                self._publish(piece)
-            if ex.status.finished and more:
-                continue  # the final record goes out after the last output
-            if last is None or ex != last:
-                self._publish(ex)
-                last = ex
-            if ex.status.finished:
-                return
-
-    def _publish(self, item: Item) -> None:
-        for sub in self.subscriptions:
-            sub.offer(item)
+    def wake(self) -> None:
+        woken, self.changed = self.changed, asyncio.Event()
+        woken.set()
 
 
 class Hub:
-    """All feeds of one app; blocking store calls run in threads, feeds under their own limit."""
+    """The waiters of one app; blocking calls run in threads, under limits of their own."""
 
-    def __init__(self, store: Store, max_feeds: int = 64) -> None:
-        self.store = store
-        self.feeds: dict[str, Feed] = {}
-        self._limiter: anyio.CapacityLimiter | None = None
-        self._max_feeds = max_feeds
+    def __init__(self, spool: Outspool, max_waiters: int = 64, max_reads: int = 16) -> None:
+        self.spool = spool
+        self.waiters: dict[str, Waiter] = {}
+        self._limits: dict[bool, anyio.CapacityLimiter] = {}
+        self._max = {True: max_waiters, False: max_reads}
 
-    async def in_thread(self, func: Callable[..., T], *args: object) -> T:
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._max_feeds)
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+    async def in_thread(self, func: Callable[..., T], *args: object, waiting: bool = False) -> T:
+        limiter = self._limits.get(waiting)
+        if limiter is None:
+            limiter = self._limits[waiting] = anyio.CapacityLimiter(self._max[waiting])
+        return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
 
-    def forget(self, feed: Feed) -> None:
-        if self.feeds.get(feed.execution_id) is feed:
-            del self.feeds[feed.execution_id]
+    def forget(self, waiter: Waiter) -> None:
+        key = waiter.follower.execution_id
+        if self.waiters.get(key) is waiter:
+            del self.waiters[key]
 
-    async def subscribe(self, execution_id: str) -> tuple[Feed, Subscription]:
-        feed = self.feeds.get(execution_id)
-        if feed is None:
-            feed = self.feeds[execution_id] = Feed(self, execution_id)
-            feed.task = asyncio.create_task(feed.run(), name=f"outspool-feed-{execution_id}")
-        sub = Subscription()
-        feed.subscriptions.add(sub)
-        await feed.ready.wait()
-        return feed, sub
+    @asynccontextmanager
+    async def watching(self, follower: Follower) -> AsyncIterator[Waiter]:
+        """The waiter of ``follower``'s execution, started for the first user."""
+        key = follower.execution_id
+        waiter = self.waiters.get(key)
+        if waiter is None:
+            waiter = self.waiters[key] = Waiter(self, follower)
+        waiter.users += 1
+        if waiter.task is None:
+            waiter.task = asyncio.create_task(waiter.run(), name=f"outspool-wait-{key}")
+        try:
+            yield waiter
+        finally:
+            waiter.users -= 1
 
     async def close(self) -> None:
-        """Stop every feed (each notices within one wait)."""
-        feeds = list(self.feeds.values())
-        for feed in feeds:
-            feed.subscriptions.clear()
-        await asyncio.gather(*(f.task for f in feeds if f.task is not None), return_exceptions=True)
+        """Stop every waiter (each notices within one wait)."""
+        waiters = list(self.waiters.values())
+        for waiter in waiters:
+            waiter.users = 0
+        await asyncio.gather(*(w.task for w in waiters if w.task), return_exceptions=True)
 
-    async def follow(
-        self, execution: Execution, offset: int
-    ) -> AsyncIterator[Piece | Execution | FeedError | None]:
+    async def follow(self, execution: Execution, offset: int) -> AsyncIterator[Item]:
         """Output from ``offset`` on and the record as it changes, the final record last
-        (first too, while running). ``None`` comes after :data:`KEEPALIVE` s of silence."""
-        if execution.status.finished:
-            async for piece in self._read_back(execution.id, offset, _size(execution)):
-                yield piece
+        (the first record too, while running). ``None`` comes after :data:`KEEPALIVE` s
+        of silence."""
+        if not execution.status.finished:
             yield execution
-            return
-        yield execution
-        feed, sub = await self.subscribe(execution.id)
-        reader = _Reader(self, execution.id, offset)
         try:
-            async for piece in reader.fill(feed.end):
-                yield piece
-            while True:
-                async for item in reader.next(feed, sub):
+            follower = await self.in_thread(self._follower, execution.id, offset)
+            async with self.watching(follower) as waiter:
+                async for item in self._items(follower, waiter, execution):
                     yield item
-                    if isinstance(item, FeedError):
-                        return
-                    if isinstance(item, Execution) and item.status.finished:
-                        return
-        finally:
-            feed.subscriptions.discard(sub)
+        except OutspoolError as exc:
+            yield FeedError(str(exc))
 
-    async def _read_back(self, execution_id: str, offset: int, until: int) -> AsyncIterator[Piece]:
-        async for piece in _Reader(self, execution_id, offset).fill(until):
-            yield piece
+    def _follower(self, execution_id: str, offset: int) -> Follower:
+        return self.spool.follow(execution_id, None, offset, batch=BATCH)
 
-
-def _size(ex: Execution) -> int:
-    return ex.stdout_size + ex.stderr_size
-
-
-class _Reader:
-    """One follower's position, and how it reads gaps from the store."""
-
-    def __init__(self, hub: Hub, execution_id: str, offset: int) -> None:
-        self.hub = hub
-        self.execution_id = execution_id
-        self.pos = offset
-
-    async def fill(self, until: int) -> AsyncIterator[Piece]:
-        """Stored output from the current position up to at least ``until``."""
-        if self.pos >= until:
-            return
-        follower = await anyio.to_thread.run_sync(
-            Follower, self.hub.store, self.execution_id, None, self.pos
-        )
-        while self.pos < until:
+    async def _items(
+        self, follower: Follower, waiter: Waiter, shown: Execution
+    ) -> AsyncIterator[Item]:
+        while True:
+            changed = waiter.changed  # taken before reading: a later commit wakes it
             start = follower.offset
-            found = await anyio.to_thread.run_sync(follower.poll, 0.0)
-            if not found:
-                return
+            found = await self.in_thread(follower.read)
             for stream, data in found:
-                piece = Piece(start, stream, data)
-                start = piece.end
-                for fresh in self.take(piece):
-                    yield fresh
+                yield Piece(start, stream, data)
+                start += len(data)
+            record = follower.execution
+            if record is not None and (follower.done or record != shown):
+                yield record
+                shown = record
+            if follower.done:
+                return
+            if not found and not await _woken(changed):
+                yield None
 
-    def take(self, piece: Piece) -> list[Piece]:
-        """The part of ``piece`` not yet returned (dropping what was), advancing the position."""
-        if piece.end <= self.pos or piece.start > self.pos:
-            return []
-        fresh = Piece(self.pos, piece.stream, piece.data[self.pos - piece.start :])
-        self.pos = fresh.end
-        return [fresh]
 
-    async def next(self, feed: Feed, sub: Subscription) -> AsyncIterator[Item | None]:
-        """What the feed published next, with any gap before it filled from the store."""
-        if sub.queue.empty() and sub.pending is not None:
-            pending, sub.pending = sub.pending, None
-            yield pending
-            return
-        if sub.queue.empty() and sub.behind:
-            sub.behind = False
-            async for piece in self.fill(feed.end):
-                yield piece
-            return
-        try:
-            item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
-        except TimeoutError:
-            yield None
-            return
-        if isinstance(item, Piece):
-            async for piece in self.fill(item.start):
-                yield piece
-            for piece in self.take(item):
-                yield piece
-        elif isinstance(item, Execution) and item.status.finished:
-            async for piece in self.fill(_size(item)):
-                yield piece
-            yield item
-        else:
-            yield item
+async def _woken(changed: asyncio.Event) -> bool:
+    """Wait for a wake-up; False after :data:`KEEPALIVE` seconds without one."""
+    try:
+        await asyncio.wait_for(changed.wait(), KEEPALIVE)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,98 @@
+"""What to run: the one :class:`Job` value, and the IDs executions get.
+
+A job is the same whether it comes from the library (``Outspool.run``/``start``/
+``submit``), the CLI (``outspool run``/``submit``) or the HTTP API (``POST
+/api/executions``): each of them builds a :class:`Job` and nothing else. To give
+jobs a new option, add a field here (and to :class:`JobOptions`); the CLI's
+shared program options, the API body and the stored row follow from it.
+No I/O here: queuing a job imports neither capture nor the store.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from outspool.errors import ConfigError, SpawnError
+from outspool.settings import Settings
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, sorts like time
+
+#: A command line: a list or tuple of strings (never one string: there is no shell).
+Command = list[str] | tuple[str, ...]
+
+
+def new_id(now: float | None = None) -> str:
+    """A 16-character ID that sorts by creation time: 9 characters of ms, 7 random."""
+    ms = int((time.time() if now is None else now) * 1000)
+    head = "".join(_ALPHABET[(ms >> (5 * i)) & 31] for i in reversed(range(9)))
+    tail = "".join(secrets.choice(_ALPHABET) for _ in range(7))
+    return head + tail
+
+
+def as_command(value: object) -> tuple[str, ...]:
+    """``value`` as an argv tuple; a ``str`` or anything but a sequence of strings is a TypeError.
+
+    ``spool.run("echo hello")`` would otherwise try to start a program named ``e``.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise TypeError(
+            f"command must be a list of strings, like ['echo', 'hello'], not {type(value).__name__}"
+        )
+    for arg in value:
+        if not isinstance(arg, str):
+            raise TypeError(f"command arguments must be strings, not {type(arg).__name__}")
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """What to run: an argv, or a language and code (the design document's job)."""
+
+    command: tuple[str, ...] = ()  #: the program and its arguments
+    language: str | None = None  #: run ``code`` with this language (``settings.languages``)
+    code: str | None = None  #: the code to run with ``language``
+    name: str | None = None  #: a name to find the execution by
+    timeout: float | None = None  #: seconds before it is stopped (``timed_out``)
+    env: Mapping[str, str] = field(default_factory=dict)  #: variables added to its environment
+    cwd: str | None = None  #: working directory (a worker's default: a fresh temporary one)
+    pty: bool = False  #: run on a pseudo-terminal (stdout and stderr merge)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "command", as_command(self.command))
+        object.__setattr__(self, "env", dict(self.env))
+
+    def argv(self, settings: Settings) -> tuple[str, ...]:
+        """The command line to start, resolving ``language`` through settings."""
+        if self.language is None:
+            if not self.command:
+                raise SpawnError("no command given")
+            return self.command
+        prefix = settings.languages.get(self.language)
+        if prefix is None:
+            known = ", ".join(sorted(settings.languages))
+            raise ConfigError(f"unknown language {self.language!r} (known: {known})")
+        return (*prefix, self.code or "")
+
+    def validate(self, settings: Settings) -> None:
+        """Refuse a job that can never run, before it is stored."""
+        if self.command and self.language:
+            raise ConfigError("give either a command or --language/--code, not both")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout}")
+        self.argv(settings)
+
+
+class JobOptions(TypedDict, total=False):
+    """The keyword arguments ``Outspool.run``/``start``/``submit`` take: :class:`Job`'s fields."""
+
+    language: str | None
+    code: str | None
+    name: str | None
+    timeout: float | None
+    env: Mapping[str, str]
+    cwd: str | None
+    pty: bool
