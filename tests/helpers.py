@@ -4,6 +4,7 @@ and small child programs. No sleeps choreograph anything: tests wait for a condi
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -132,3 +133,28 @@ def proc_io(pid: int | str = "self") -> dict[str, int]:
         key, value = line.split(":")
         counters[key] = int(value)
     return counters
+
+
+#: Writes its pid and a background grandchild's, then ticks until killed.
+TICKING = (
+    "echo $$ > {pids}; sleep 300 & echo $! >> {pids}; while true; do echo tick; sleep 0.02; done"
+)
+
+
+def capture_then_kill_it(
+    db_path: Path, tmp_path: Path, spawn_cli: Callable[..., subprocess.Popen[bytes]]
+) -> tuple[str, int]:
+    """Start ``outspool run`` on a ticking program, SIGKILL that capturing process;
+    the execution's ID and the pid of its program's (surviving) background grandchild."""
+    pids = tmp_path / "pids"
+    capturer = spawn_cli(
+        "run", "--quiet", "--db", str(db_path), "--", "sh", "-c", TICKING.format(pids=pids),
+        env={"OUTSPOOL_HEARTBEAT_INTERVAL": "0.1"},
+    )  # fmt: skip
+    assert capturer.stderr is not None
+    execution_id = capturer.stderr.readline().decode().split()[-1]
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, message="pids")
+    grandchild = int(pids.read_text().split()[1])
+    capturer.send_signal(signal.SIGKILL)
+    capturer.wait(30)
+    return execution_id, grandchild

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import pytest
 
 from outspool import Outspool, Running, Settings, Status, Stream
 from tests.conftest import SpawnCli
-from tests.helpers import alive, wait_until
+from tests.helpers import alive, capture_then_kill_it, wait_until
 
 # Prints part one, waits for a go file, prints part two (both streams, binary bytes).
 CHILD = r"""
@@ -116,36 +115,13 @@ def test_logs_follow_of_a_finished_execution_ends(spool: Outspool) -> None:
     assert (done.returncode, done.stdout) == (0, b"done\n")
 
 
-#: Writes its pid and a background grandchild's, then ticks until killed.
-TICKING = (
-    "echo $$ > {pids}; sleep 300 & echo $! >> {pids}; while true; do echo tick; sleep 0.02; done"
-)
-
-
-def _capture_then_kill_it(db_path: Path, tmp_path: Path, spawn_cli: SpawnCli) -> tuple[str, int]:
-    """Start ``outspool run`` on a ticking program, SIGKILL that capturing process;
-    the execution's ID and its program's (surviving) background grandchild's pid."""
-    pids = tmp_path / "pids"
-    capturer = spawn_cli(
-        "run", "--quiet", "--db", str(db_path), "--", "sh", "-c", TICKING.format(pids=pids),
-        env={"OUTSPOOL_HEARTBEAT_INTERVAL": "0.1"},
-    )  # fmt: skip
-    assert capturer.stderr is not None
-    execution_id = capturer.stderr.readline().decode().split()[-1]
-    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, message="pids")
-    grandchild = int(pids.read_text().split()[1])
-    capturer.send_signal(signal.SIGKILL)
-    capturer.wait(30)
-    return execution_id, grandchild
-
-
 @pytest.mark.parametrize("face", ["sync", "async"])
 def test_following_ends_when_the_capturing_process_is_lost_and_kills_nothing(
     db_path: Path, tmp_path: Path, spawn_cli: SpawnCli, face: str
 ) -> None:
     settings = Settings.load(heartbeat_timeout=1.0)
     with Outspool(str(db_path), settings) as spool:
-        execution_id, grandchild = _capture_then_kill_it(db_path, tmp_path, spawn_cli)
+        execution_id, grandchild = capture_then_kill_it(db_path, tmp_path, spawn_cli)
         follower = spool.follow(execution_id)
         got = bytearray()
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from outspool import Outspool, Running
+from outspool import Outspool, Running, Settings
 from outspool.models import Status
-from tests.helpers import wait_until
-from tests.web.conftest import Served
+from outspool.web.app import create_app
+from tests.conftest import SpawnCli
+from tests.helpers import alive, capture_then_kill_it, wait_until
+from tests.web.conftest import Served, running
 from tests.web.programs import Gate
 from tests.web.sse import Event, collect, events, output_of
 
@@ -138,3 +140,18 @@ def test_a_follower_that_leaves_stops_the_waiter(
         read_until(events(response), seen, "line 0")
         assert handle.id in served.hub.waiters
     wait_until(lambda: handle.id not in served.hub.waiters, message="the waiter to stop")
+
+
+def test_the_stream_ends_when_the_capturing_process_is_lost(
+    db_path: Path, tmp_path: Path, spawn_cli: SpawnCli
+) -> None:
+    settings = Settings.load(heartbeat_timeout=1.0)
+    with Outspool(str(db_path), settings) as spool:
+        execution_id, grandchild = capture_then_kill_it(db_path, tmp_path, spawn_cli)
+        with running(create_app(spool)) as url, httpx.Client(base_url=url, timeout=60) as c:
+            seen = collect(c, f"/api/executions/{execution_id}/events")
+        assert (seen[-1].kind, seen[-1].data["status"]) == ("status", "lost")
+        assert output_of(seen) == spool.read(execution_id)
+        assert alive(grandchild), "following must not kill anything"
+        spool.recover()
+        wait_until(lambda: not alive(grandchild), message="recovery to kill the grandchild")
