@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from outspool.errors import InvalidStateError, NotFoundError
@@ -20,7 +21,7 @@ from outspool.jobs import Job, new_id
 from outspool.models import Execution, Status
 from outspool.runner import EXECUTION_ENV
 from outspool.settings import Settings
-from outspool.store.base import NewExecution, Store
+from outspool.store.base import Store
 
 
 def create(
@@ -28,19 +29,8 @@ def create(
 ) -> Execution:
     """Store a new execution of ``job``; an unknown language or a bad timeout is refused here."""
     job.validate(settings)
-    new = NewExecution(
-        command=job.argv(settings),
-        status=status,
-        name=job.name,
-        language=job.language,
-        code=job.code,
-        cwd=job.cwd,
-        env=job.env,
-        timeout=job.timeout,
-        pty=job.pty,
-        worker_id=worker_id,
-    )
-    return store.create(new, new_id(), time.time())
+    as_run = replace(job, command=job.argv(settings))  # a language resolved on this machine
+    return store.create(as_run, new_id(), time.time(), status, worker_id)
 
 
 def submit(store: Store, settings: Settings, job: Job) -> Execution:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 
+from outspool.jobs import Job
 from outspool.models import Status
-from outspool.store import NewExecution, Store
+from outspool.store import Store
 from tests.contract.conftest import OpenStore
 
 
 def queued(store: Store, execution_id: str, created_at: float) -> None:
-    store.create(NewExecution(("echo",), status=Status.QUEUED), execution_id, created_at)
+    store.create(Job(command=("echo",)), execution_id, created_at, Status.QUEUED)
 
 
 def test_claim_takes_the_oldest_queued_once(store: Store) -> None:

@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from outspool.follow import Follower, read_range, tail
+from outspool.jobs import Job
 from outspool.models import Outcome, Status, Stream
-from outspool.store import NewExecution, OutputUpdate, Store, WriteBatch
+from outspool.store import OutputUpdate, Store, WriteBatch
 from tests.contract.test_store import raw_chunk
 
 Pieces = list[tuple[bytes, bytes]]
@@ -23,7 +24,7 @@ piece = st.tuples(
 
 
 def store_pieces(store: Store, execution_id: str, pieces: Pieces) -> tuple[bytes, bytes, bytes]:
-    store.create(NewExecution(("x",)), execution_id, 1.0)
+    store.create(Job(command=("x",)), execution_id, 1.0)
     chunks, out_off, err_off = [], 0, 0
     for index, (out, err) in enumerate(pieces):
         chunks.append(raw_chunk(execution_id, index, (out_off, err_off), out, err))

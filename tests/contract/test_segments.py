@@ -11,9 +11,10 @@ import pytest
 
 from outspool.codec import Encoder, decode
 from outspool.errors import StoreError
+from outspool.jobs import Job
 from outspool.models import Outcome, Status, Stream
 from outspool.settings import Settings
-from outspool.store import NewExecution, OutputUpdate, WriteBatch, open_store
+from outspool.store import OutputUpdate, WriteBatch, open_store
 from outspool.store.segments import THRESHOLD
 from outspool.store.sqlite import SqliteStore
 
@@ -28,7 +29,7 @@ def store_at(db: Path) -> SqliteStore:
 
 
 def write(store: SqliteStore, execution_id: str, pieces: list[tuple[bytes, bytes]]) -> None:
-    store.create(NewExecution(("x",)), execution_id, 1.0)
+    store.create(Job(command=("x",)), execution_id, 1.0)
     chunks, out_off, err_off = [], 0, 0
     for index, (out, err) in enumerate(pieces):
         segments = [(s, d) for s, d in ((Stream.STDOUT, out), (Stream.STDERR, err)) if d]

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from outspool.errors import SchemaTooNewError, StoreError
+from outspool.jobs import Job
 from outspool.models import Outcome, Status
 from outspool.settings import Settings
-from outspool.store import SCHEMA_VERSION, NewExecution, open_store, queries
+from outspool.store import SCHEMA_VERSION, open_store, queries
 from outspool.store.sqlite import SqliteStore
 
 SQL_DIR = Path(__file__).parents[2] / "src" / "outspool" / "store" / "sql"
@@ -102,8 +103,8 @@ def test_garbage_file_is_a_store_error_not_a_traceback(tmp_path: Path) -> None:
 def test_inline_columns_hold_the_output(tmp_path: Path) -> None:
     store = _open(tmp_path / "inline.db")
     try:
-        store.create(NewExecution(("x",)), "small", 1.0)
-        store.create(NewExecution(("x",)), "large", 1.0)
+        store.create(Job(command=("x",)), "small", 1.0)
+        store.create(Job(command=("x",)), "large", 1.0)
         store.finish("small", Outcome(Status.SUCCEEDED, 0), 2.0, (b"o\x00\xff", b"e"))
         store.finish("large", Outcome(Status.SUCCEEDED, 0), 2.0, None)
     finally:

@@ -9,18 +9,19 @@ import pytest
 
 from outspool.codec import RAW, ChunkRecord, Encoder, decode
 from outspool.errors import NotFoundError, StoreError
+from outspool.jobs import Job
 from outspool.models import Outcome, Status, Stream
 from outspool.progress import Progress
 from outspool.settings import Settings
-from outspool.store import NewExecution, OutputUpdate, Store, WriteBatch, open_store
+from outspool.store import OutputUpdate, Store, WriteBatch, open_store
 from outspool.store.core import SqlStore
 from tests.contract.conftest import OpenStore, store_url
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR
 
 
-def new(**fields: object) -> NewExecution:
-    return NewExecution(command=("prog", "arg with space", "ü"), **fields)  # type: ignore[arg-type]
+def new(**fields: object) -> Job:
+    return Job(command=("prog", "arg with space", "ü"), **fields)  # type: ignore[arg-type]
 
 
 def raw_chunk(
@@ -91,7 +92,7 @@ def test_get_by_unique_prefix(store: Store) -> None:
 
 
 def test_mark_running(store: Store) -> None:
-    store.create(new(status=Status.QUEUED), "e", 1.0)
+    store.create(new(), "e", 1.0, Status.QUEUED)
     store.mark_running("e", 4242, 5.0, None)
     got = store.get("e")
     assert (got.status, got.pid, got.started_at) == (Status.RUNNING, 4242, 5.0)

@@ -13,9 +13,10 @@ import pytest
 from psycopg import sql
 
 from outspool.errors import SchemaTooNewError, StoreError
+from outspool.jobs import Job
 from outspool.progress import Progress
 from outspool.settings import Settings
-from outspool.store import SCHEMA_VERSION, NewExecution, OutputUpdate, Store, WriteBatch, open_store
+from outspool.store import SCHEMA_VERSION, OutputUpdate, Store, WriteBatch, open_store
 from outspool.store.postgres import PostgresStore
 from tests.contract.test_store import raw_chunk
 from tests.postgres.database import DSN, admin
@@ -53,7 +54,7 @@ def test_schema_param_creates_and_isolates_a_schema(open_pg: OpenPg, pg_url: str
     store = open_pg()
     assert isinstance(store, PostgresStore)
     assert _version(pg_url) == [(SCHEMA_VERSION,)]
-    store.create(NewExecution(command=("x",)), "only-here", 1.0)
+    store.create(Job(command=("x",)), "only-here", 1.0)
     with contextlib.closing(admin()) as conn:
         query = "SELECT count(*) FROM {}.executions"
         row = conn.execute(sql.SQL(query).format(sql.Identifier(_schema(pg_url)))).fetchone()
@@ -114,7 +115,7 @@ def test_bad_login_is_explained(pg_url: str) -> None:
 
 def test_wait_is_woken_by_notify_quickly(open_pg: OpenPg) -> None:
     writer, follower = open_pg(), open_pg()
-    writer.create(NewExecution(command=("x",)), "e1", 1.0)
+    writer.create(Job(command=("x",)), "e1", 1.0)
     follower.wait("e1", 0.01)  # starts the listener
     woke: list[float] = []
 
@@ -134,7 +135,7 @@ def test_wait_is_woken_by_notify_quickly(open_pg: OpenPg) -> None:
 
 def test_a_commit_between_read_and_wait_is_not_slept_through(open_pg: OpenPg) -> None:
     writer, follower = open_pg(), open_pg()
-    writer.create(NewExecution(command=("x",)), "e2", 1.0)
+    writer.create(Job(command=("x",)), "e2", 1.0)
     follower.wait("e2", 0.5)  # this thread has now waited once on e2
     writer.write(
         WriteBatch([raw_chunk("e2", 0, (0, 0), b"a", b"")], [OutputUpdate("e2", 1, 0, 1, 2.0)])
@@ -146,7 +147,7 @@ def test_a_commit_between_read_and_wait_is_not_slept_through(open_pg: OpenPg) ->
 
 def test_retried_write_batch_is_idempotent(open_pg: OpenPg) -> None:
     store = open_pg()
-    store.create(NewExecution(command=("x",)), "e3", 1.0)
+    store.create(Job(command=("x",)), "e3", 1.0)
     batch = WriteBatch(
         [raw_chunk("e3", 0, (0, 0), b"out", b"err")], [OutputUpdate("e3", 3, 3, 1, 2.0)]
     )
@@ -159,7 +160,7 @@ def test_retried_write_batch_is_idempotent(open_pg: OpenPg) -> None:
 
 def test_progress_text_with_nul_is_stored(open_pg: OpenPg) -> None:
     store = open_pg()
-    store.create(NewExecution(command=("x",)), "e4", 1.0)
+    store.create(Job(command=("x",)), "e4", 1.0)
     update = OutputUpdate("e4", 0, 0, 0, 2.0, Progress("50%\x00 done", 50.0))
     store.write(WriteBatch([], [update]))
     assert store.get("e4").progress == "50%\ufffd done"

@@ -14,12 +14,11 @@ import platformdirs
 
 from outspool.errors import StoreError
 from outspool.settings import Settings
-from outspool.store.base import SCHEMA_VERSION, NewExecution, OutputUpdate, Store, WriteBatch
+from outspool.store.base import SCHEMA_VERSION, OutputUpdate, Store, WriteBatch
 from outspool.store.core import SqlStore
 
 __all__ = [
     "SCHEMA_VERSION",
-    "NewExecution",
     "OutputUpdate",
     "Store",
     "WriteBatch",

@@ -7,32 +7,16 @@ get them back and decode them (``outspool.follow``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from outspool.codec import ChunkRecord
+from outspool.jobs import Job
 from outspool.models import Execution, Outcome, Status, Stream
 from outspool.progress import Progress
 
 #: The storage format version this code writes. Older databases are upgraded on open.
 SCHEMA_VERSION = 3
-
-
-@dataclass(frozen=True, slots=True)
-class NewExecution:
-    """What is known of an execution before it runs."""
-
-    command: tuple[str, ...]
-    status: Status = Status.RUNNING
-    name: str | None = None
-    language: str | None = None
-    code: str | None = None
-    cwd: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    timeout: float | None = None
-    pty: bool = False
-    worker_id: str | None = None  #: set when the creating process runs it at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +65,15 @@ class Store(Protocol):
         """Release connections."""
         ...
 
-    def create(self, new: NewExecution, execution_id: str, created_at: float) -> Execution:
-        """Insert a new execution."""
+    def create(
+        self,
+        job: Job,
+        execution_id: str,
+        created_at: float,
+        status: Status = Status.RUNNING,
+        worker_id: str | None = None,
+    ) -> Execution:
+        """Insert a new execution of ``job`` (its ``command`` as it will run)."""
         ...
 
     def mark_running(

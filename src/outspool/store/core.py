@@ -20,9 +20,10 @@ from typing import Any, ClassVar, Protocol
 
 from outspool.codec import ChunkRecord
 from outspool.errors import NotFoundError, SchemaTooNewError, StoreError
+from outspool.jobs import Job
 from outspool.models import Execution, Outcome, Status, Stream
 from outspool.store import queries
-from outspool.store.base import SCHEMA_VERSION, LostExecution, NewExecution, WriteBatch
+from outspool.store.base import SCHEMA_VERSION, LostExecution, WriteBatch
 
 Params = Mapping[str, Any]
 
@@ -148,9 +149,17 @@ class SqlStore(abc.ABC):
 
     # --- executions --------------------------------------------------------------------
 
-    def create(self, new: NewExecution, execution_id: str, created_at: float) -> Execution:
+    def create(
+        self,
+        job: Job,
+        execution_id: str,
+        created_at: float,
+        status: Status = Status.RUNNING,
+        worker_id: str | None = None,
+    ) -> Execution:
+        row = execution_row(job, execution_id, created_at, status, worker_id)
         with self._statement("write to") as cur:
-            cur.execute(self.sql["insert_execution"], execution_row(new, execution_id, created_at))
+            cur.execute(self.sql["insert_execution"], row)
         return self.get(execution_id)
 
     def mark_running(
@@ -294,21 +303,28 @@ class SqlStore(abc.ABC):
         return value if self.text_holds_nul else value.replace("\x00", "\ufffd")
 
 
-def execution_row(new: NewExecution, execution_id: str, created_at: float) -> dict[str, Any]:
-    """The ``insert_execution`` parameters: the one place a new execution becomes a row."""
+def execution_row(
+    job: Job, execution_id: str, created_at: float, status: Status, worker_id: str | None
+) -> dict[str, Any]:
+    """The ``insert_execution`` parameters: the one place a job becomes a row.
+
+    ``job.command`` is stored as given: the caller resolves a language first
+    (:func:`outspool.queue.create`). ``worker_id`` is set when the creating
+    process runs it at once.
+    """
     return {
         "id": execution_id,
-        "name": new.name,
-        "status": new.status.value,
-        "command": json.dumps(list(new.command)),
-        "language": new.language,
-        "code": new.code,
-        "cwd": new.cwd,
-        "env": json.dumps(dict(new.env)) if new.env else None,
-        "timeout": new.timeout,
-        "pty": new.pty,
+        "name": job.name,
+        "status": status.value,
+        "command": json.dumps(list(job.command)),
+        "language": job.language,
+        "code": job.code,
+        "cwd": job.cwd,
+        "env": json.dumps(dict(job.env)) if job.env else None,
+        "timeout": job.timeout,
+        "pty": job.pty,
         "created_at": created_at,
-        "worker_id": new.worker_id,
+        "worker_id": worker_id,
     }
 
 
