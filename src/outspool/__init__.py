@@ -14,6 +14,7 @@ from outspool.errors import (
     StoreError,
 )
 from outspool.follow import Follower, Range
+from outspool.jobs import Job
 from outspool.models import Chunk, Execution, Outcome, Status, Stream
 from outspool.settings import Settings
 
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "Execution",
     "Follower",
+    "Job",
     "NotFoundError",
     "Outcome",
     "Outspool",
