@@ -164,3 +164,11 @@ def test_progress_text_with_nul_is_stored(open_pg: OpenPg) -> None:
     update = OutputUpdate("e4", 0, 0, 0, 2.0, Progress("50%\x00 done", 50.0))
     store.write(WriteBatch([], [update]))
     assert store.get("e4").progress == "50%\ufffd done"
+
+
+def test_a_read_only_open_creates_no_schema(pg_url: str) -> None:
+    with pytest.raises(StoreError, match=r"^no database at postgresql://"):
+        open_store(pg_url, Settings.load(), create=False)
+    with contextlib.closing(admin()) as conn:
+        query = "SELECT count(*) FROM pg_namespace WHERE nspname = %s"
+        assert conn.execute(query, (_schema(pg_url),)).fetchone() == (0,)

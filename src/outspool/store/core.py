@@ -109,13 +109,13 @@ class SqlStore(abc.ABC):
         with self._schema_cursor(create) as cur:
             version = self._installed_version(cur)
             if version is None and not create:
-                raise self.missing()
+                raise self._missing()
             if version == SCHEMA_VERSION:
                 return  # the common case takes no lock, so readers never wait here
             with self._exclusive(cur):
                 self._upgrade(cur)
 
-    def missing(self) -> StoreError:
+    def _missing(self) -> StoreError:
         """The error for a store that does not exist (and was not to be created)."""
         hint = "nothing stored there yet; check --db or OUTSPOOL_DB"
         return StoreError(f"no database at {self.describe()} ({hint})")

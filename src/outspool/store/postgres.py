@@ -183,15 +183,6 @@ class PostgresStore(SqlStore):
     def _rows(self, name: str, params: Params) -> list[Any]:
         return self._read(name, params, binary=False)
 
-    # --- chunk payloads: bytea in the chunk rows -----------------------------------
-
-    def _finishing(self, execution_id: str) -> None:
-        """Nothing to release: every chunk is a row."""
-
-    def _chunks(self, name: str, params: Params) -> list[ChunkRecord]:
-        """Chunk rows, fetched in binary so blobs arrive as they are stored."""
-        return [ChunkRecord(*r) for r in self._read(name, params, binary=True)]
-
     def _read(self, name: str, params: Params, binary: bool) -> list[Any]:
         """Rows of a read; a connection that drops under it is replaced once (reads repeat)."""
         with self._errors("read"):
@@ -270,6 +261,15 @@ class PostgresStore(SqlStore):
         # Two openers may both find the schema missing: the loser's error means it exists.
         with contextlib.suppress(psycopg.errors.UniqueViolation):
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+
+    # --- chunk payloads: bytea in the chunk rows ----------------------------------
+
+    def _finishing(self, execution_id: str) -> None:
+        """Nothing to release: every chunk is a row."""
+
+    def _chunks(self, name: str, params: Params) -> list[ChunkRecord]:
+        """Chunk rows, fetched in binary so blobs arrive as they are stored."""
+        return [ChunkRecord(*r) for r in self._read(name, params, binary=True)]
 
     # --- changes -----------------------------------------------------------------
 

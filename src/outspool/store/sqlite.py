@@ -152,12 +152,12 @@ class SqliteStore(SqlStore):
     @contextlib.contextmanager
     def _schema_cursor(self, create: bool) -> Iterator[Cursor]:
         if not create and not self.path.is_file():
-            raise self.missing()  # before connecting, which would create the file
+            raise self._missing()  # before connecting, which would create the file
         conn = self._connect()
         with self._errors("open"):
             if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
                 if not create:
-                    raise self.missing()
+                    raise self._missing()
                 conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only a new file can take it
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
