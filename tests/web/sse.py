@@ -19,6 +19,10 @@ class Event:
 
     @property
     def bytes(self) -> bytes:
+        """An output event's bytes: sent once, as ``text`` (valid UTF-8) or ``data`` (base64)."""
+        assert ("text" in self.data) != ("data" in self.data), self.data
+        if "text" in self.data:
+            return str(self.data["text"]).encode()
         return base64.b64decode(self.data["data"])
 
 

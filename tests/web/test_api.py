@@ -105,8 +105,8 @@ def test_events_of_an_ended_execution(
     for event in found:
         if event.kind == "output":
             assert int(event.id or -1) == event.data["offset"] + len(event.bytes)
-    stderr = "".join(e.data["text"] for e in found if e.data.get("stream") == "stderr")
-    assert stderr == "café stderr\n"  # a character split across two writes decodes whole
+    stderr = b"".join(e.bytes for e in found if e.data.get("stream") == "stderr")
+    assert stderr == "café stderr\n".encode()  # a character split across two writes
 
 
 @FIXTURES_OK

@@ -4,13 +4,14 @@ Blocking library calls run in worker threads: plain ``def`` routes are run by
 FastAPI in its thread pool, and the live stream follows through the library's
 follower (:mod:`outspool.web.streams`); only :class:`~outspool.Outspool` is
 called. Output is returned two ways in JSON: ``text``, decoded as UTF-8 with
-replacement (for display), and ``data``, the exact bytes in base64.
+replacement (for display), and ``data``, the exact bytes in base64. Tagged
+pieces (the live events, ``/pieces``) carry their bytes once: ``text`` when
+they are valid UTF-8 on their own, else ``data`` (base64).
 """
 
 from __future__ import annotations
 
 import base64
-import codecs
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +27,8 @@ from outspool.errors import ConfigError, NotFoundError
 from outspool.follow import Range
 from outspool.jobs import Job
 from outspool.models import Execution, Status, Stream
-from outspool.web.streams import FeedError, Hub, Piece
+from outspool.pieces import Piece
+from outspool.web.streams import FeedError, Hub
 
 router = APIRouter(prefix="/api")
 
@@ -121,6 +123,50 @@ def tail(
     return _range_json(ex, stream, spool.tail(ex.id, lines, STREAMS[stream]))
 
 
+def _piece_json(stream: Stream, offset: int, data: bytes) -> dict[str, Any]:
+    """A tagged piece with its bytes once: ``text`` if valid UTF-8, else ``data`` (base64)."""
+    body: dict[str, Any] = {"stream": stream.name.lower(), "offset": offset}
+    try:
+        body["text"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        body["data"] = base64.b64encode(data).decode("ascii")
+    return body
+
+
+@router.get("/executions/{execution_id}/pieces")
+def pieces(
+    request: Request,
+    execution_id: IdPath,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_RANGE)] = 1 << 20,
+    lines: Annotated[bool, Query(description="Start at a line boundary and number it.")] = False,
+) -> dict[str, Any]:
+    """Up to ``limit`` bytes of both streams in arrival order from byte ``offset``, as
+    pieces tagged with their stream (what the page shows). Continue at ``next_offset``.
+
+    With ``lines=true`` the range starts at the nearest offset at or before
+    ``offset`` where no line of either stream is open, and ``line`` is the number
+    of lines started before it (a line starts at a stream's first byte and after
+    each of its newlines). This reads all the output before ``offset``.
+    """
+    spool = spool_of(request)
+    ex = get_execution(spool, execution_id)
+    line = None
+    if lines:
+        offset, line = spool.line_boundary(ex.id, offset)
+    found, next_offset, eof = spool.pieces(ex.id, offset, limit)
+    body: dict[str, Any] = {
+        "id": ex.id,
+        "offset": offset,
+        "next_offset": next_offset,
+        "eof": eof,
+        "pieces": [_piece_json(p.stream, p.start, p.data) for p in found],
+    }
+    if line is not None:
+        body["line"] = line
+    return body
+
+
 @router.get(
     "/executions/{execution_id}/raw",
     response_class=StreamingResponse,
@@ -159,8 +205,9 @@ async def events(
     An ``output`` event's ``id`` is the offset in the merged stream just past
     its bytes, so a client reconnecting with ``Last-Event-ID`` (or ``?offset=``)
     gets the rest with no gap and no duplicate. Its data: ``stream``,
-    ``offset`` (where its bytes start), ``text`` (UTF-8, decoded across events)
-    and ``data`` (base64). ``progress`` and ``status`` carry the record.
+    ``offset`` (where its bytes start) and the bytes once: ``text`` when they
+    are valid UTF-8 on their own, else ``data`` (base64). ``progress`` and
+    ``status`` carry the record.
     """
     spool = spool_of(request)
     ex = await anyio.to_thread.run_sync(get_execution, spool, execution_id)
@@ -178,26 +225,34 @@ async def events(
 
 def _event(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n"
+    return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _split(data: bytes, size: int) -> Iterator[tuple[int, bytes]]:
+    """``data`` in parts of at most ``size`` bytes, cut between UTF-8 characters where
+    possible, so each part of valid text stays valid text."""
+    start = 0
+    while start < len(data):
+        end = min(start + size, len(data))
+        if end < len(data):
+            back = end
+            while back > end - 3 and 0x80 <= data[back] < 0xC0:
+                back -= 1  # data[back] continues a character: cut before its lead byte
+            if back > start and not 0x80 <= data[back] < 0xC0:
+                end = back
+        yield start, data[start:end]
+        start = end
 
 
 async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[str]:
-    decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in Stream}
     shown: Execution | None = None
     yield "retry: 1000\n\n"
     async for item in hub.follow(ex, offset):
         if item is None:
             yield ": keepalive\n\n"
         elif isinstance(item, Piece):
-            for start in range(0, len(item.data), EVENT_PIECE):
-                data = item.data[start : start + EVENT_PIECE]
-                text = decoders[item.stream].decode(data)
-                body = {
-                    "stream": item.stream.name.lower(),
-                    "offset": item.start + start,
-                    "text": text,
-                    "data": base64.b64encode(data).decode("ascii"),
-                }
+            for start, data in _split(item.data, EVENT_PIECE):
+                body = _piece_json(item.stream, item.start + start, data)
                 yield _event("output", body, item.start + start + len(data))
         elif isinstance(item, FeedError):
             yield _event("problem", {"error": item.message})

@@ -27,22 +27,14 @@ import anyio.to_thread
 from outspool.client import Outspool
 from outspool.errors import OutspoolError
 from outspool.follow import Follower
-from outspool.models import Execution, Stream
+from outspool.models import Execution
+from outspool.pieces import Piece
 
 BATCH = 4  # chunks read per step by one connection (each at most max_chunk_size)
 _WAIT = 1.0  # seconds a waiter waits on the store per step (also how soon it notices it is unused)
 KEEPALIVE = 15.0  # seconds of silence after which a follower is sent ``None``
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """Bytes of one stream, starting at ``start`` in the merged stream."""
-
-    start: int
-    stream: Stream
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
