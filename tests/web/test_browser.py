@@ -1,18 +1,14 @@
-"""The page in a real headless Chromium (Debian's, driven by Playwright): submit a job from
-the form, watch its output and progress live, see markup shown as text, download, cancel.
-
-Skipped when Chromium is missing, unless ``OUTSPOOL_TEST_BROWSER=required`` (CI).
-Never runs ``playwright install``: the browser is the system's.
+"""The live page in a real headless Chromium: submit a job from the form, watch its output
+and progress live, see markup shown as text, download, cancel (fixtures: tests/web/browser.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,23 +17,14 @@ import pytest
 from outspool import Outspool
 from outspool.codec import decode
 from tests.helpers import wait_until
+from tests.web.browser import chromium, open_page, page
 from tests.web.conftest import Served
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Dialog, Page
+    from playwright.sync_api import Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-REQUIRED = os.environ.get("OUTSPOOL_TEST_BROWSER") == "required"  # read before env is cleared
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+__all__ = ["chromium", "open_page", "page"]  # fixtures
+
 MARKS = 10  # lines whose commit-to-screen latency is measured
 
 pytestmark = pytest.mark.browser
@@ -49,7 +36,7 @@ GATE = {gate!r}
 def wait(i):
     while not os.path.exists(f"{{GATE}}.{{i}}"):
         time.sleep(0.002)
-print("\x1b[1;32mstarting\x1b[0m the build \x1b[38;5;208m(256 colours)\x1b[0m\x1b[2K")
+print("downloading\r\x1b[2K\x1b[1;32mstarting\x1b[0m the build \x1b[38;5;208m(256 colours)\x1b[0m")
 print("<script>alert(1)</script> <img src=x onerror=alert(2)>")
 print("warning: this line is on stderr", file=sys.stderr)
 sys.stdout.write("fetch 10%\rfetch 60%\rfetch 100%\n")
@@ -79,43 +66,6 @@ OBSERVE = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    reason = None
-    if not CHROMIUM.exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        reason = "the playwright package is not installed (dependency group test)"
-    if reason is not None:
-        if REQUIRED:
-            pytest.fail(f"OUTSPOOL_TEST_BROWSER=required but {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(chromium: object, served: Served) -> Iterator[Page]:
-    context = chromium.new_context(  # type: ignore[attr-defined]
-        base_url=served.url, viewport={"width": 1280, "height": 820}, accept_downloads=True
-    )
-    opened: Page = context.new_page()
-    dialogs: list[str] = []
-
-    def on_dialog(dialog: Dialog) -> None:
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    opened.on("dialog", on_dialog)
-    yield opened
-    context.close()
-    assert dialogs == [], "the page ran program output as code"
-
-
 SpawnWorker = Callable[[], "subprocess.Popen[bytes]"]
 
 
@@ -130,7 +80,7 @@ def submit_from_form(page: Page, code: str) -> str:
     page.fill("textarea[name=code]", code)
     page.fill("input[name=name]", "browser test")
     page.click("button[type=submit]")
-    page.wait_for_url("**/#/x/*")
+    page.wait_for_url("**/x/*")
     return page.url.rsplit("/", 1)[1]
 
 
@@ -158,13 +108,17 @@ def test_live_page(
     page.locator("#log").get_by_text("step 1/4 25%").wait_for()
     wait_for_bar(page, 25)
     assert page.locator("#log script, #log img").count() == 0
-    markup = log.locator(".line", has_text="<script>alert(1)</script>")
+    markup = log.locator(".line .tx", has_text="<script>alert(1)</script>")
     assert markup.count() == 1
     assert markup.text_content() == "<script>alert(1)</script> <img src=x onerror=alert(2)>"
-    assert log.locator(".line.stderr").text_content() == "warning: this line is on stderr"
+    stderr = log.locator(".line.stderr .tx")
+    assert stderr.text_content() == "warning: this line is on stderr"
     assert log.locator("span.fg-2.b").text_content() == "starting"
-    assert log.locator(".line", has_text="fetch").text_content() == "fetch 100%"
+    first = log.locator(".line[data-line='1'] .tx").text_content()
+    assert first == "starting the build (256 colours)"  # erased by ESC[2K after \r
+    assert log.locator(".line .tx", has_text="fetch").text_content() == "fetch 100%"
     assert "\x1b" not in (log.text_content() or "")
+    assert_stderr_is_not_an_error(page)
 
     (tmp_path / "gate.0").touch()
     wait_for_bar(page, 50)
@@ -185,6 +139,7 @@ def test_live_page(
     assert Path(download.value.path()).read_bytes() == spool.read(execution_id)
 
     page.click("text=all executions")
+    page.wait_for_url(lambda url: url.rstrip("/") == served.url.rstrip("/"))
     row = page.locator(f"tr[data-id='{execution_id}']")
     row.locator("[data-status=succeeded]").wait_for()
     assert bar_value(page) == 100
@@ -230,3 +185,19 @@ def test_cancel_button(
     page.locator(".head [data-status=cancelled]").wait_for(timeout=60_000)
     assert page.locator("#cancel").is_disabled()
     wait_until(lambda: spool.get(execution_id).status.finished, message="cancelled")
+
+
+def assert_stderr_is_not_an_error(page: Page) -> None:
+    """stderr lines are marked in the margin only: same text colour, no background."""
+    look = """sel => { const s = getComputedStyle(document.querySelector(sel));
+        return [s.color, s.backgroundColor]; }"""
+    out = page.evaluate(look, "#log .line.stdout .tx")
+    err = page.evaluate(look, "#log .line.stderr .tx")
+    assert err == out
+    assert page.evaluate(look, "#log .line.stderr")[1] in ("rgba(0, 0, 0, 0)", "transparent")
+    margin = page.evaluate(
+        "() => getComputedStyle(document.querySelector('#log .line.stderr .ln')).borderRightColor"
+    )
+    assert margin != page.evaluate(
+        "() => getComputedStyle(document.querySelector('#log .line.stdout .ln')).borderRightColor"
+    )

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from outspool import __version__
@@ -54,7 +55,8 @@ def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX
         yield
         await hub.close()
 
-    app = FastAPI(
+    # The reference page at /api/docs serves Swagger UI's files itself: it works offline.
+    app = FastAPIOffline(
         title="outspool",
         version=__version__,
         summary="Captured program output: list, read, follow live, submit, cancel.",
@@ -62,6 +64,9 @@ def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
+        static_url="/api/docs/assets",
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.spool = spool
     app.state.hub = hub
@@ -108,6 +113,11 @@ def _add_page(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=headers)
+
+    @app.get("/x/{execution_id}", include_in_schema=False)
+    async def execution_page(execution_id: str) -> FileResponse:
+        """An execution's page (the script reads the ID from the address)."""
         return FileResponse(STATIC / "index.html", headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,13 +1,18 @@
-// outspool's live monitor: a list of executions and a live log view. No build step.
+// outspool's live monitor: a list of executions (/) and an execution's page (/x/ID). No build
+// step: ES modules served as they are.
 //
 // Program output is untrusted: it only ever reaches the page through textContent
-// (never innerHTML), and every terminal escape sequence other than colours is dropped.
+// (never innerHTML), and terminal escapes are interpreted, never passed on (ansi.js).
 "use strict";
+
+import { LogView, Region } from "./logview.js";
 
 const api = (path) => "/api" + path;
 const FINISHED = new Set(["succeeded", "failed", "timed_out", "cancelled", "lost"]);
-const MAX_LINES = 20000; // lines kept in the log view; older ones are dropped from the page
-const START_WINDOW = 2 << 20; // a long log is shown from its last 2 MiB (the raw link has it all)
+const STATUSES = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"];
+const TAIL_BYTES = 256 << 10; // the page first reads about this much of the end of the output
+const RANGE = 4 << 20; // bytes per request (the API's maximum)
+const HEAD_BYTES = 64 << 20; // output kept in the page before where it started reading
 
 // --- DOM helpers (text only) --------------------------------------------------------------
 
@@ -76,196 +81,9 @@ function progressBar(ex) {
     el("span", { class: "progress-text", text: ex.progress || "" }));
 }
 
-// --- the terminal renderer ----------------------------------------------------------------
-
-const SGR_RESET = { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false };
-
-function colour256(n) {
-  if (n < 16) return { index: n };
-  if (n < 232) {
-    const c = n - 16, level = (v) => (v === 0 ? 0 : 55 + v * 40);
-    return { rgb: [level(Math.floor(c / 36)), level(Math.floor(c / 6) % 6), level(c % 6)] };
-  }
-  const grey = 8 + (n - 232) * 10;
-  return { rgb: [grey, grey, grey] };
-}
-
-function applySgr(state, params) {
-  const codes = params === "" ? [0] : params.split(/[;:]/).map((p) => (p === "" ? 0 : Number(p)));
-  for (let i = 0; i < codes.length; i++) {
-    const c = codes[i];
-    if (c === 0) Object.assign(state, SGR_RESET);
-    else if (c === 1) state.bold = true;
-    else if (c === 2) state.dim = true;
-    else if (c === 3) state.italic = true;
-    else if (c === 4) state.underline = true;
-    else if (c === 22) state.bold = state.dim = false;
-    else if (c === 23) state.italic = false;
-    else if (c === 24) state.underline = false;
-    else if (c >= 30 && c <= 37) state.fg = { index: c - 30 };
-    else if (c >= 90 && c <= 97) state.fg = { index: c - 90 + 8 };
-    else if (c >= 40 && c <= 47) state.bg = { index: c - 40 };
-    else if (c >= 100 && c <= 107) state.bg = { index: c - 100 + 8 };
-    else if (c === 39) state.fg = null;
-    else if (c === 49) state.bg = null;
-    else if (c === 38 || c === 48) {
-      let colour = null;
-      if (codes[i + 1] === 5 && i + 2 < codes.length) { colour = colour256(codes[i + 2] & 255); i += 2; }
-      else if (codes[i + 1] === 2 && i + 4 < codes.length) {
-        colour = { rgb: codes.slice(i + 2, i + 5).map((v) => v & 255) }; i += 4;
-      }
-      if (c === 38) state.fg = colour; else state.bg = colour;
-    }
-  }
-}
-
-function styleKey(s) {
-  return JSON.stringify(s);
-}
-
-function styledSpan(state) {
-  const span = document.createElement("span");
-  const classes = [];
-  if (state.bold) classes.push("b");
-  if (state.dim) classes.push("d");
-  if (state.italic) classes.push("i");
-  if (state.underline) classes.push("u");
-  if (state.fg && state.fg.index !== undefined) classes.push(`fg-${state.fg.index}`);
-  if (state.bg && state.bg.index !== undefined) classes.push(`bg-${state.bg.index}`);
-  if (state.fg && state.fg.rgb) span.style.color = `rgb(${state.fg.rgb.join(",")})`;
-  if (state.bg && state.bg.rgb) span.style.backgroundColor = `rgb(${state.bg.rgb.join(",")})`;
-  span.className = classes.join(" ");
-  return span;
-}
-
-// Turns each stream's text into lines: colours kept, \r redraws collapsed onto one line.
-class Terminal {
-  constructor(root) {
-    this.root = root;
-    this.lines = 0;
-    this.streams = {};
-  }
-
-  state(stream) {
-    if (!this.streams[stream]) {
-      this.streams[stream] = { line: null, span: null, key: "", cr: false, carry: "", sgr: { ...SGR_RESET } };
-    }
-    return this.streams[stream];
-  }
-
-  write(stream, text) {
-    const st = this.state(stream);
-    text = st.carry + text;
-    st.carry = "";
-    let run = "";
-    const flush = () => { if (run) { this.put(stream, st, run); run = ""; } };
-    let i = 0;
-    while (i < text.length) {
-      const ch = text[i];
-      const code = text.charCodeAt(i);
-      if (ch === "\x1b") {
-        flush();
-        const next = this.escape(st, text, i);
-        if (next < 0) { st.carry = text.slice(i, i + 4096); break; }
-        i = next;
-      } else if (ch === "\n") {
-        flush();
-        st.cr = false;
-        if (!st.line) this.newLine(stream, st);
-        st.line = null;
-        i++;
-      } else if (ch === "\r") {
-        flush();
-        st.cr = true;
-        i++;
-      } else if ((code < 0x20 && ch !== "\t") || code === 0x7f || (code >= 0x80 && code < 0xa0)) {
-        i++; // other control characters are dropped
-      } else {
-        if (st.cr) { flush(); this.clearLine(st); st.cr = false; }
-        run += ch;
-        i++;
-      }
-    }
-    flush();
-  }
-
-  // Consumes one escape sequence at text[i]; the index after it, or -1 if it is incomplete.
-  escape(st, text, i) {
-    if (i + 1 >= text.length) return -1;
-    const kind = text[i + 1];
-    if (kind === "[") {
-      for (let j = i + 2; j < text.length; j++) {
-        const c = text.charCodeAt(j);
-        if (c >= 0x40 && c <= 0x7e) {
-          if (text[j] === "m") applySgr(st.sgr, text.slice(i + 2, j));
-          return j + 1; // any other CSI (cursor moves, erase) is dropped
-        }
-        if (c < 0x20 || c > 0x3f) return j; // malformed: drop what came before
-      }
-      return -1;
-    }
-    if (kind === "]" || kind === "P" || kind === "_" || kind === "^") {
-      for (let j = i + 2; j < text.length; j++) {
-        if (text[j] === "\x07") return j + 1;
-        if (text[j] === "\x1b" && text[j + 1] === "\\") return j + 2;
-        if (text[j] === "\x1b" && j + 1 >= text.length) return -1;
-      }
-      return text.length - i > 4096 ? text.length : -1;
-    }
-    return i + 2; // a two-character escape: dropped
-  }
-
-  newLine(stream, st) {
-    const atBottom = this.root.scrollHeight - this.root.scrollTop - this.root.clientHeight < 40;
-    st.line = el("div", { class: `line ${stream}` });
-    st.span = null;
-    this.root.append(st.line);
-    this.lines++;
-    if (this.lines > MAX_LINES) {
-      this.root.firstElementChild.remove();
-      this.lines--;
-    }
-    if (atBottom) this.scrollSoon();
-  }
-
-  clearLine(st) {
-    if (st.line) st.line.replaceChildren();
-    st.span = null;
-  }
-
-  put(stream, st, run) {
-    if (!st.line) this.newLine(stream, st);
-    const key = styleKey(st.sgr);
-    if (st.span && st.key === key) {
-      st.span.firstChild.appendData(run);
-    } else {
-      st.span = styledSpan(st.sgr);
-      st.span.append(document.createTextNode(run));
-      st.key = key;
-      st.line.append(st.span);
-    }
-  }
-
-  scrollSoon() {
-    if (this.scrolling) return;
-    this.scrolling = true;
-    requestAnimationFrame(() => { this.root.scrollTop = this.root.scrollHeight; this.scrolling = false; });
-  }
-}
-
-// --- views ----------------------------------------------------------------------------------
+// --- the list ------------------------------------------------------------------------------
 
 let cleanup = () => {};
-
-function route() {
-  cleanup();
-  cleanup = () => {};
-  const root = document.getElementById("app");
-  root.replaceChildren();
-  const match = location.hash.match(/^#\/x\/([0-9a-z]{1,32})$/);
-  if (match) showExecution(root, match[1]);
-  else showList(root);
-}
 
 function submitForm(onError) {
   const language = el("select", { name: "language" },
@@ -288,12 +106,68 @@ function submitForm(onError) {
     else body.command = code.value.split("\n").filter((a) => a !== "");
     try {
       const ex = await call("POST", "/executions", body);
-      location.hash = `#/x/${ex.id}`;
+      location.assign(`/x/${ex.id}`);
     } catch (err) {
       onError(err.message);
     }
   });
   return form;
+}
+
+// The filters of the list, read from and written to the address (?status=&name=&label=K=V).
+function filterForm(onChange) {
+  const params = new URLSearchParams(location.search);
+  const status = el("select", { name: "status" }, el("option", { value: "", text: "any status" }),
+    ...STATUSES.map((s) => el("option", { value: s, text: s.replace("_", " ") })));
+  status.value = params.get("status") || "";
+  const name = el("input", { name: "name", placeholder: "name", value: params.get("name") || "" });
+  const labels = el("input", { name: "label", placeholder: "KEY=VALUE …",
+    value: params.getAll("label").join(" ") });
+  const form = el("form", { class: "filters" },
+    el("label", {}, "Status", status), el("label", {}, "Name", name),
+    el("label", {}, "Labels", labels), el("button", { type: "submit", text: "Filter" }));
+  const query = () => {
+    const q = new URLSearchParams();
+    if (status.value) q.set("status", status.value);
+    if (name.value.trim()) q.set("name", name.value.trim());
+    for (const label of labels.value.split(/\s+/).filter(Boolean)) q.append("label", label);
+    return q;
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = query().toString();
+    history.replaceState(null, "", q ? `/?${q}` : "/");
+    onChange();
+  });
+  status.addEventListener("change", () => form.requestSubmit());
+  return { form, query };
+}
+
+function started(ex) {
+  if (!ex.started_at) return el("span", { class: "muted", text: "—" });
+  const when = new Date(ex.started_at);
+  return el("time", { datetime: ex.started_at, title: ex.started_at,
+    text: when.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" }) });
+}
+
+// The exit status as a shell shows it: the exit code, or 128+N when killed by signal N.
+function exitOf(ex) {
+  if (ex.signal !== null && ex.signal !== undefined) {
+    return el("span", { class: "mono", text: String(128 + ex.signal), title: `killed by signal ${ex.signal}` });
+  }
+  return el("span", { class: "mono", text: ex.exit_code === null ? "" : String(ex.exit_code) });
+}
+
+function executionRow(ex) {
+  return el("tr", { "data-id": ex.id },
+    el("td", { class: "mono" }, el("a", { href: `/x/${ex.id}`, text: ex.id })),
+    el("td", {}, badge(ex.status)),
+    el("td", { class: "exit" }, exitOf(ex)),
+    el("td", { class: "started" }, started(ex)),
+    el("td", {}, progressBar(ex)),
+    el("td", { text: humanSize(ex.stdout_size + ex.stderr_size) }),
+    el("td", { text: duration(ex) }),
+    el("td", { class: "what mono", text: what(ex), title: what(ex) }));
 }
 
 function showList(root) {
@@ -302,30 +176,26 @@ function showList(root) {
   const more = el("button", { type: "button", text: "Older", hidden: true });
   const state = { limit: 50, timer: null, stopped: false };
   const fail = (message) => { error.textContent = message; error.hidden = false; };
+  const filters = filterForm(() => refresh());
   root.append(
     el("h2", { text: "Run a program" }), submitForm(fail), error,
-    el("h2", { text: "Executions" }),
+    el("h2", { text: "Executions" }), filters.form,
     el("table", { class: "executions" },
-      el("thead", {}, el("tr", {}, ...["ID", "Status", "Progress", "Output", "Duration", "Program"]
-        .map((h) => el("th", { text: h })))),
+      el("thead", {}, el("tr", {}, ...["ID", "Status", "Exit", "Started", "Progress", "Output",
+        "Duration", "Program"].map((h) => el("th", { text: h })))),
       body),
     more);
   more.addEventListener("click", () => { state.limit += 50; refresh(); });
 
   async function refresh() {
     clearTimeout(state.timer);
+    const q = filters.query();
+    q.set("limit", String(state.limit));
     try {
-      const page = await call("GET", `/executions?limit=${state.limit}`);
+      const page = await call("GET", `/executions?${q}`);
       if (state.stopped) return;
       error.hidden = true;
-      body.replaceChildren(...page.executions.map((ex) =>
-        el("tr", { "data-id": ex.id },
-          el("td", { class: "mono" }, el("a", { href: `#/x/${ex.id}`, text: ex.id })),
-          el("td", {}, badge(ex.status)),
-          el("td", {}, progressBar(ex)),
-          el("td", { text: humanSize(ex.stdout_size + ex.stderr_size) }),
-          el("td", { text: duration(ex) }),
-          el("td", { class: "what mono", text: what(ex), title: what(ex) }))));
+      body.replaceChildren(...page.executions.map(executionRow));
       more.hidden = page.next === null;
     } catch (err) {
       fail(`cannot list executions: ${err.message}`);
@@ -336,27 +206,149 @@ function showList(root) {
   cleanup = () => { state.stopped = true; clearTimeout(state.timer); };
 }
 
+// --- an execution --------------------------------------------------------------------------
+
+function searchBox(view) {
+  const input = el("input", { type: "search", id: "search", placeholder: "Search output",
+    autocomplete: "off", spellcheck: "false" });
+  const count = el("span", { class: "muted search-count", id: "search-count" });
+  const show = ([at, all]) => {
+    count.textContent = view.query ? `${at} / ${all}` : "";
+  };
+  const step = (direction) => { if (view.query) show(view.step(direction)); };
+  let timer = null;
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { view.setQuery(input.value); show(view.position()); }, 150);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    clearTimeout(timer);
+    if (view.query !== input.value.toLowerCase()) view.setQuery(input.value);
+    requestAnimationFrame(() => step(event.shiftKey ? -1 : 1));
+  });
+  setInterval(() => { if (view.query) show(view.position()); }, 500);
+  return el("span", { class: "search" }, input,
+    el("button", { type: "button", id: "search-prev", text: "↑", title: "previous (Shift+Enter)",
+      onclick: () => step(-1) }),
+    el("button", { type: "button", id: "search-next", text: "↓", title: "next (Enter)",
+      onclick: () => step(1) }),
+    count);
+}
+
+function linkedLine() {
+  const match = location.hash.match(/^#L(\d+)$/);
+  return match ? Number(match[1]) - 1 : -1;
+}
+
+// Reads pieces of the merged output; `lines` asks where line numbering stands at `offset`.
+function pieces(id, offset, limit, lines) {
+  return call("GET", `/executions/${id}/pieces?offset=${offset}&limit=${limit}${lines ? "&lines=true" : ""}`);
+}
+
+// Per-line times, when the server offers them (`line_times`): [[offset, time], ...].
+async function lineTimes(id, start, end) {
+  const limit = end === null ? RANGE : Math.max(1, Math.min(RANGE, end - start));
+  const range = await call("GET", `/executions/${id}/output?stream=all&offset=${start}&limit=${limit}&timestamps=true`);
+  return (range.line_times || []).map(([at, time]) => [start + at, time]);
+}
+
+// The end of the output, so that the last screen shows at once: [where it ends, where it began].
+async function loadTail(view, ex) {
+  const size = ex.stdout_size + ex.stderr_size;
+  const start = Math.max(0, size - TAIL_BYTES);
+  let page = await pieces(ex.id, start, RANGE, start > 0);
+  const tailStart = page.offset;
+  view.startAt(page.line || 0);
+  for (;;) {
+    for (const piece of page.pieces) view.add(piece);
+    if (page.eof || page.next_offset >= size || !page.pieces.length) break;
+    page = await pieces(ex.id, page.next_offset, RANGE, false);
+  }
+  return [page.next_offset, tailStart];
+}
+
+// The output before the tail (up to HEAD_BYTES of it), read in the background.
+
+async function loadHead(view, ex, end, note, loading) {
+  let page = end > HEAD_BYTES ? await pieces(ex.id, end - HEAD_BYTES, RANGE, true) : null;
+  const region = new Region(page ? page.line : 0);
+  if (page && page.offset > 0) {
+    note.textContent = `The first ${humanSize(page.offset)} of output are not shown here; download raw for all of it.`;
+    note.hidden = false;
+  }
+  view.addHead(region);
+  let pos = page ? page.offset : 0;
+  const from = pos;
+  loading.hidden = false;
+  while (pos < end) {
+    loading.textContent = `loading earlier output… ${Math.floor((100 * (pos - from)) / (end - from))}%`;
+    page = await pieces(ex.id, pos, Math.min(RANGE, end - pos), false);
+    for (const piece of page.pieces) region.add(piece);
+    view.update();
+    if (!page.pieces.length) break;
+    pos = page.next_offset;
+  }
+  loading.hidden = true;
+}
+
+function follow(view, ex, offset, render, fail, clear) {
+  const source = new EventSource(api(`/executions/${ex.id}/events?offset=${offset}`));
+  source.addEventListener("output", (e) => view.add(JSON.parse(e.data)));
+  const onRecord = (e) => {
+    const record = JSON.parse(e.data);
+    render(record);
+    if (FINISHED.has(record.status)) source.close();
+  };
+  source.addEventListener("status", onRecord);
+  source.addEventListener("progress", onRecord);
+  source.addEventListener("problem", (e) => { fail(JSON.parse(e.data).error); source.close(); });
+  source.addEventListener("open", clear);
+  source.addEventListener("error", () => {
+    if (source.readyState !== EventSource.CLOSED) fail("connection lost; reconnecting…");
+  });
+  return source;
+}
+
+function toolbar(id, view) {
+  const toggles = ["stdout", "stderr"].map((stream) => {
+    const box = el("input", { type: "checkbox", checked: true, name: stream });
+    box.addEventListener("change", () => view.setHidden(stream, !box.checked));
+    return el("label", {}, box, ` ${stream}`);
+  });
+  const times = el("input", { type: "checkbox", id: "timestamps" });
+  times.addEventListener("change", () => view.setShowTimes(times.checked));
+  const timesToggle = el("label", { id: "timestamps-toggle", hidden: true }, times, " timestamps");
+  const downloads = ["all", "stdout", "stderr"].map((stream) =>
+    el("a", { href: api(`/executions/${id}/raw?stream=${stream}`), download: "", class: `raw-${stream}`,
+      text: stream === "all" ? "download raw" : stream }));
+  const bar = el("div", { class: "toolbar" }, ...toggles, timesToggle, searchBox(view),
+    el("span", { class: "muted", text: "|" }), ...downloads);
+  return { bar, timesToggle };
+}
+
 function showExecution(root, id) {
   const header = el("div", { class: "head" });
   const progress = el("div", { class: "progress-line" });
   const error = el("div", { class: "error-box", hidden: true });
   const note = el("div", { class: "note", hidden: true });
-  const log = el("pre", { class: "log", id: "log", tabindex: "0" });
-  const term = new Terminal(log);
+  const loading = el("div", { class: "note", id: "loading", hidden: true });
+  const log = el("div", { class: "log", id: "log", tabindex: "0" });
   const cancel = el("button", { type: "button", class: "danger", id: "cancel", text: "Cancel" });
-  const toggles = ["stdout", "stderr"].map((stream) => {
-    const box = el("input", { type: "checkbox", checked: true });
-    box.addEventListener("change", () => log.classList.toggle(`hide-${stream}`, !box.checked));
-    return el("label", {}, box, ` ${stream}`);
+  const resume = el("button", { type: "button", id: "follow", class: "follow", hidden: true,
+    text: "↓ Follow output" });
+  const view = new LogView(log, {
+    fetchTimes: (start, end) => lineTimes(id, start, end),
+    onFollow: (following) => { resume.hidden = following; },
   });
-  const downloads = ["all", "stdout", "stderr"].map((stream) =>
-    el("a", { href: api(`/executions/${id}/raw?stream=${stream}`), download: "", class: `raw-${stream}`,
-      text: stream === "all" ? "download raw" : stream }));
+  resume.addEventListener("click", () => view.resume());
+  const tools = toolbar(id, view);
+  tools.bar.prepend(cancel);
   root.append(
-    el("p", {}, el("a", { href: "#/", text: "← all executions" })),
-    header, progress,
-    el("div", { class: "toolbar" }, cancel, ...toggles, el("span", { class: "muted", text: "|" }), ...downloads),
-    error, note, log);
+    el("p", {}, el("a", { href: "/", text: "← all executions" })),
+    header, progress, tools.bar,
+    error, note, loading, el("div", { class: "log-box" }, log, resume));
   const fail = (message) => { error.textContent = message; error.hidden = false; };
   let source = null;
 
@@ -365,8 +357,8 @@ function showExecution(root, id) {
       el("span", { class: "title mono", text: what(ex) }),
       badge(ex.status),
       el("span", { class: "muted mono", text: ex.id }),
-      ex.exit_code !== null ? el("span", { text: `exit ${ex.exit_code}` }) : null,
-      ex.signal !== null ? el("span", { text: `signal ${ex.signal}` }) : null,
+      ex.status !== "running" && ex.status !== "queued" ? el("span", {}, "exit ", exitOf(ex)) : null,
+      el("span", { class: "muted" }, started(ex)),
       el("span", { class: "muted", text: duration(ex) }),
       ex.reason ? el("span", { class: "muted", text: ex.reason }) : null,
       ex.status === "queued" ? el("span", { class: "muted", text: "waiting for a worker (outspool worker)" }) : null];
@@ -380,36 +372,44 @@ function showExecution(root, id) {
     try { render(await call("POST", `/executions/${id}/cancel`)); } catch (err) { fail(err.message); }
   });
 
+  const goToLine = () => { const n = linkedLine(); if (n >= 0) view.highlight(n); };
+  window.addEventListener("hashchange", goToLine);
+
   async function start() {
     let ex;
     try { ex = await call("GET", `/executions/${id}`); } catch (err) { fail(err.message); return; }
     render(ex);
-    let offset = 0;
-    const total = ex.stdout_size + ex.stderr_size;
-    if (total > START_WINDOW) {
-      const last = await call("GET", `/executions/${ex.id}/tail?lines=${MAX_LINES}`);
-      offset = Math.max(last.offset, total - START_WINDOW);
-      note.textContent = `Showing the output from byte ${offset} on; download raw for all of it.`;
-      note.hidden = false;
+    try {
+      const [offset, tailStart] = await loadTail(view, ex);
+      goToLine();
+      if (!FINISHED.has(ex.status)) {
+        source = follow(view, ex, offset, render, fail, () => { error.hidden = true; });
+      }
+      // The toggle shows only when the server gives per-line times (never made up here).
+      const range = await call("GET", `/executions/${ex.id}/output?offset=0&limit=1&timestamps=true`);
+      tools.timesToggle.hidden = !("line_times" in range);
+      if (tailStart > 0) await loadHead(view, ex, tailStart, note, loading);
+      log.dataset.complete = "true"; // all the output up to where following began is here
+    } catch (err) {
+      fail(err.message);
     }
-    source = new EventSource(api(`/executions/${ex.id}/events?offset=${offset}`));
-    source.addEventListener("output", (e) => { const d = JSON.parse(e.data); term.write(d.stream, d.text); });
-    const onRecord = (e) => {
-      const record = JSON.parse(e.data);
-      render(record);
-      if (FINISHED.has(record.status)) source.close();
-    };
-    source.addEventListener("status", onRecord);
-    source.addEventListener("progress", onRecord);
-    source.addEventListener("problem", (e) => { fail(JSON.parse(e.data).error); source.close(); });
-    source.addEventListener("open", () => { error.hidden = true; });
-    source.addEventListener("error", () => {
-      if (source.readyState !== EventSource.CLOSED) fail("connection lost; reconnecting…");
-    });
   }
   start();
-  cleanup = () => { if (source) source.close(); };
+  cleanup = () => { if (source) source.close(); window.removeEventListener("hashchange", goToLine); };
 }
 
-window.addEventListener("hashchange", route);
+// --- routing -------------------------------------------------------------------------------
+
+function route() {
+  const old = location.hash.match(/^#\/x\/([0-9a-z]{1,32})$/); // addresses of earlier versions
+  if (old) { location.replace(`/x/${old[1]}`); return; }
+  cleanup();
+  cleanup = () => {};
+  const root = document.getElementById("app");
+  root.replaceChildren();
+  const match = location.pathname.match(/^\/x\/([0-9a-z]{1,32})$/);
+  if (match) showExecution(root, match[1]);
+  else showList(root);
+}
+
 route();
