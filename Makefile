@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: demo test lint typecheck bench bench-quick clean
@@ -13,8 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[postgres,web]' --group test
 	touch $(STAMP)
 
+# The demo needs only the package and its web extra, not the test tools.
+$(DEMO_STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[web]'
+	touch $(DEMO_STAMP)
+
 ## demo: install, run a sample program that prints to both streams with a progress bar, show what was stored
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/demo.py
 
 ## test: the whole suite (lint, types, then pytest on real SQLite files, real PostgreSQL and real subprocesses)
