@@ -20,6 +20,11 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 _PERCENT = re.compile(rb"(\d+(?:\.\d+)?)\s*%")
+#: Terminal escape sequences (CSI, OSC, DCS/APC/PM/SOS, two-character) and control characters.
+_ESCAPES = re.compile(
+    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?"
+    rb"|[ -/]*[0-~]?)|[\x00-\x08\x0b-\x1f\x7f]"
+)
 _LINE_BREAK = re.compile(rb"[\r\n]")
 MAX_LINE = 4096  # longer lines are cut to this many bytes in memory (not in the store)
 MAX_PROGRESS = 500  # characters of progress text kept
@@ -41,7 +46,9 @@ def compile_patterns(patterns: Sequence[str]) -> re.Pattern[bytes] | None:
 
 
 def parse_progress(segment: bytes) -> Progress:
-    """The progress a matching line stands for: its text, and a percentage if any."""
+    """The progress a matching line stands for: its text (terminal escapes and control
+    characters removed), and a percentage if any."""
+    segment = _ESCAPES.sub(b"", segment)
     text = segment.decode("utf-8", "replace").strip()[:MAX_PROGRESS]
     found = _PERCENT.search(segment)
     percent = min(100.0, float(found.group(1))) if found else None

@@ -111,3 +111,8 @@ def test_only_the_tail_of_a_read_is_scanned() -> None:
     assert mon.progress is None
     mon.feed(b"." * 1000 + b"\n42%\n")
     assert mon.progress == Progress("42%", 42.0)
+
+
+def test_progress_text_has_no_terminal_escapes() -> None:
+    line = b"\x1b[2K\x1b[1;32mstep 3\x1b[0m of 4 \x1b]0;title\x07\x1b(B75%\x07"
+    assert parse_progress(line) == Progress("step 3 of 4 75%", 75.0)

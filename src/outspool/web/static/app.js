@@ -286,7 +286,7 @@ async function loadHead(view, ex, end, note, loading) {
     loading.textContent = `loading earlier output… ${Math.floor((100 * (pos - from)) / (end - from))}%`;
     page = await pieces(ex.id, pos, Math.min(RANGE, end - pos), false);
     for (const piece of page.pieces) region.add(piece);
-    view.update();
+    view.changed();
     if (!page.pieces.length) break;
     pos = page.next_offset;
   }

@@ -151,7 +151,7 @@ export class LogView {
     this.times = new Map(); // line offset -> RFC 3339 time
     this.timeBlocks = new Set();
     this.frame = 0;
-    this.drawn = "";
+    this.grown = false; // lines were added since the last frame
     root.addEventListener("scroll", () => this.scrolled(), { passive: true });
     new ResizeObserver(() => this.update()).observe(root);
   }
@@ -160,11 +160,14 @@ export class LogView {
 
   // --- lines -----------------------------------------------------------------------------
 
-  startAt(base) { this.tail = new Region(base); this.update(); }
+  startAt(base) { this.tail = new Region(base); this.changed(); }
 
-  add(piece) { this.tail.add(piece); this.update(); }
+  add(piece) { this.tail.add(piece); this.changed(); }
 
-  addHead(region) { this.head = region; this.update(); }
+  addHead(region) { this.head = region; this.changed(); }
+
+  /** Lines were added (to either region): draw them in the next frame. */
+  changed() { this.grown = true; this.update(); }
 
   line(n) {
     for (const region of [this.tail, this.head]) {
@@ -179,7 +182,7 @@ export class LogView {
 
   setHidden(stream, hidden) {
     this.hidden[STREAMS.indexOf(stream)] = hidden;
-    this.update();
+    this.changed();
   }
 
   rebuildIndex() {
@@ -244,7 +247,8 @@ export class LogView {
 
   draw() {
     this.frame = 0;
-    if (this.hidden[0] || this.hidden[1] || this.index) this.rebuildIndex();
+    if (this.grown) this.rebuildIndex();
+    this.grown = false;
     this.search();
     const g = this.geometry();
     if (this.sizer.style.height !== `${g.height}px`) this.sizer.style.height = `${g.height}px`;
@@ -260,8 +264,8 @@ export class LogView {
   }
 
   drawRows(first, last) {
-    const digits = String(this.total).length;
-    this.root.style.setProperty("--digits", `${digits}ch`);
+    const digits = `${String(this.total).length}ch`;
+    if (digits !== this.digits) { this.digits = digits; this.root.style.setProperty("--digits", digits); }
     const rows = [];
     for (let r = first; r < last; r++) rows.push(this.row(this.lineAt(r)));
     this.rows.replaceChildren(...rows);
