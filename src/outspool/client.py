@@ -36,7 +36,7 @@ from outspool.follow import to_thread as _to_thread
 from outspool.heartbeat import Heartbeat
 from outspool.jobs import Command, Job, JobOptions, as_command, new_id
 from outspool.models import Execution, Status, Stream
-from outspool.pieces import Piece, line_boundary, read_pieces
+from outspool.pieces import PieceRange, line_boundary, read_pieces
 from outspool.runner import Execute, check_runnable, program_env
 from outspool.settings import Settings
 from outspool.store import Store, open_store
@@ -396,12 +396,9 @@ class Outspool:
         """A byte range of a stream, with the offset to continue from."""
         return read_range(self.store, self.get(execution_id).id, stream, offset, limit)
 
-    def pieces(
-        self, execution_id: str, offset: int = 0, limit: int = 1 << 20
-    ) -> tuple[list[Piece], int, bool]:
+    def pieces(self, execution_id: str, offset: int = 0, limit: int = 1 << 20) -> PieceRange:
         """Both streams from byte ``offset`` of the merged stream, as pieces tagged with
-        their stream: the pieces, the offset to continue from, and whether nothing more
-        is stored yet."""
+        their stream, with the offset to continue from."""
         return read_pieces(self.store, self.get(execution_id).id, offset, limit)
 
     def line_boundary(self, execution_id: str, offset: int) -> tuple[int, int]:

@@ -72,21 +72,27 @@ def iter_pieces(store: Store, execution_id: str, offset: int = 0) -> Iterator[Pi
                     yield Piece(start + skip, stream, data[skip:])
 
 
-def read_pieces(
-    store: Store, execution_id: str, offset: int, limit: int
-) -> tuple[list[Piece], int, bool]:
-    """Up to ``limit`` bytes from ``offset``: the pieces, the next offset, and whether
-    nothing more is stored yet."""
+@dataclass(frozen=True, slots=True)
+class PieceRange:
+    """Pieces read from an offset, where to continue, and whether nothing more is stored."""
+
+    pieces: list[Piece]
+    next_offset: int
+    eof: bool
+
+
+def read_pieces(store: Store, execution_id: str, offset: int, limit: int) -> PieceRange:
+    """Up to ``limit`` bytes of the merged stream from ``offset``, as tagged pieces."""
     found: list[Piece] = []
     pos = offset
     for piece in iter_pieces(store, execution_id, offset):
         room = offset + limit - pos
         if room <= 0:
-            return found, pos, False
+            return PieceRange(found, pos, False)
         kept = Piece(piece.start, piece.stream, piece.data[:room])
         found.append(kept)
         pos = kept.end
-    return found, pos, pos < offset + limit
+    return PieceRange(found, pos, pos < offset + limit)
 
 
 def count_lines(store: Store, execution_id: str, offset: int) -> LineCounter:

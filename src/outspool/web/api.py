@@ -154,13 +154,13 @@ def pieces(
     line = None
     if lines:
         offset, line = spool.line_boundary(ex.id, offset)
-    found, next_offset, eof = spool.pieces(ex.id, offset, limit)
+    got = spool.pieces(ex.id, offset, limit)
     body: dict[str, Any] = {
         "id": ex.id,
         "offset": offset,
-        "next_offset": next_offset,
-        "eof": eof,
-        "pieces": [_piece_json(p.stream, p.start, p.data) for p in found],
+        "next_offset": got.next_offset,
+        "eof": got.eof,
+        "pieces": [_piece_json(p.stream, p.start, p.data) for p in got.pieces],
     }
     if line is not None:
         body["line"] = line
