@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from bench import concurrency, live, outspool_api, report
+from bench import concurrency, live, outspool_api, report, sandbox
 from bench import contenders as c
 from bench.common import MIB, RESULTS, WORK, Row
 from bench.streams import Entry, references, run_scenario
@@ -151,6 +151,9 @@ def _run_all(
         " every 10 ms (producers start after 1 s; not in wall)"
     )
     scenario("shared-4", title, partial(_shared, sizes, skip))
+    jobs, mib = (500, 256) if sizes.runs > 1 else (100, 32)
+    title = f"sandbox: {jobs} trivial jobs, runs of `true`, {mib} MiB captured, with and without"
+    scenario("sandbox", title, partial(sandbox.run, jobs, mib, sizes.runs))
     return results, titles
 
 

@@ -190,6 +190,10 @@ def shared_table(rows: list[Row]) -> str:
 
 
 def table_for(scenario: str, rows: list[Row]) -> str:
+    if scenario == "sandbox":
+        from bench.sandbox import table
+
+        return table(rows)
     if scenario == "trickle":
         return trickle_table(rows)
     if scenario.startswith("fanin"):

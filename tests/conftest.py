@@ -33,8 +33,9 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings() -> Settings:
-    """Defaults, except short grace periods so stopping programs is quick."""
-    return Settings.load(kill_grace=0.5, drain_grace=0.5)
+    """Defaults, except short grace periods so stopping programs is quick, and workers
+    that share files with their programs (no sandbox; see tests/helpers.UNSANDBOXED)."""
+    return Settings.load(kill_grace=0.5, drain_grace=0.5, sandbox="none")
 
 
 @pytest.fixture

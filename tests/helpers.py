@@ -69,9 +69,16 @@ class CliResult:
         return self.stderr.decode("utf-8", "replace").splitlines()
 
 
+#: Most tests share files with the programs they run, so workers they start run jobs
+#: unsandboxed unless a test asks (tests/integration/test_sandbox.py does).
+UNSANDBOXED = {"OUTSPOOL_SANDBOX": "none"}
+
+
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Our environment without any OUTSPOOL_* variable, plus ``extra``."""
+    """Our environment without any OUTSPOOL_* variable, plus ``extra`` (and, unless it
+    says otherwise, ``OUTSPOOL_SANDBOX=none``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTSPOOL_")}
+    env.update(UNSANDBOXED)
     env.update(extra or {})
     return env
 

@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from outspool.masking import Masker
 from outspool.models import Outcome, Status, Stream
 from outspool.process import Child, is_eof_error
 from outspool.writer import Sink
@@ -52,6 +53,7 @@ class Capture:
         kill_grace: float = 5.0,
         drain_grace: float = 2.0,
         echo: dict[Stream, int] | None = None,
+        maskers: dict[Stream, Masker] | None = None,
     ) -> None:
         self.child = child
         self.sink = sink
@@ -60,6 +62,7 @@ class Capture:
         self._kill_grace = kill_grace
         self._drain_grace = drain_grace
         self._echo = dict(echo or {})
+        self._maskers = dict(maskers or {})
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._stop: StopRequest | None = None
@@ -92,6 +95,8 @@ class Capture:
             self._loop(sel, started)
         finally:
             sel.close()
+            for stream in list(self._maskers):
+                self._deliver(stream, b"", 0)
             self._end_group()
             self.child.close()
             os.close(self._wake_r)
@@ -143,7 +148,7 @@ class Capture:
     def _enforce(self, now: float, started: float, stop_sent: float | None) -> float | None:
         """Timeouts and stop requests: SIGTERM first, SIGKILL once the grace is over."""
         if self._timeout is not None and self._stop is None and now >= started + self._timeout:
-            self.request_stop(Status.TIMED_OUT, f"timed out after {self._timeout:g} s")
+            self.request_stop(Status.TIMED_OUT, "timeout")
         if self._stop is None:
             return stop_sent
         if stop_sent is None:
@@ -169,14 +174,27 @@ class Capture:
         if not data:
             self.sink.release(room)
             if data is not None:
+                self._deliver(stream, b"", 0)
                 sel.unregister(fd)
                 os.close(fd)
                 del self.child.fds[fd]
             return
-        self._show(stream, data)
-        self.sink.write(stream, data, room)
+        self._deliver(stream, data, room)
         if len(data) < _SMALL_READ:
             time.sleep(_COALESCE)  # let a chatty program's lines gather: fewer, larger reads
+
+    def _deliver(self, stream: Stream, data: bytes, room: int) -> None:
+        """Echo and store a read, secrets masked; ``b""``: the stream ended."""
+        masker = self._maskers.get(stream)
+        if masker is not None:
+            data = masker.feed(data) if data else masker.flush()
+            if not data:
+                self.sink.release(room)
+                return
+        elif not data:
+            return
+        self._show(stream, data)
+        self.sink.write(stream, data, room)
 
     def _show(self, stream: Stream, data: bytes) -> None:
         fd = self._echo.get(stream)
@@ -197,17 +215,35 @@ class Capture:
     # --- the end ---------------------------------------------------------------------
 
     def _end_group(self) -> None:
-        """No process of the group outlives its execution."""
+        """No process of the group (or, with a guard, of the execution) outlives it."""
         self.child.signal_group(signal.SIGKILL)
-        self.child.proc.wait()
+        proc = self.child.proc
+        if proc.returncode is None:
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                proc.wait()
+            else:
+                if self.child.guard is not None:
+                    self.child.guard.cpu_seconds = usage.ru_utime + usage.ru_stime
+        if self.child.guard is not None:
+            self.child.guard.end()
 
     def _outcome(self) -> Outcome:
         code = self.child.proc.returncode
         stop = self._stop
         sig = -code if code is not None and code < 0 else None
         exit_code = None if sig is not None else code
+        guard = self.child.guard
+        limit = guard.stopped_by(code) if guard is not None else None
         if stop is not None:
-            return Outcome(stop.status, exit_code, sig, stop.reason)
+            cancelled = stop.status is Status.CANCELLED
+            return Outcome(
+                stop.status, exit_code, sig, stop.reason if cancelled else limit or stop.reason
+            )
+        if limit is not None:
+            return Outcome(Status.FAILED, exit_code, sig, limit)
         if code == 0:
             return Outcome(Status.SUCCEEDED, 0, None, None)
         if sig is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ import click
 from outspool import __version__
 from outspool.client import Outspool, Running
 from outspool.errors import InvalidStateError, OutspoolError
+from outspool.isolation import become_subreaper
 from outspool.jobs import Job
 from outspool.models import Execution, Status, Stream
 from outspool.process import limit_malloc_arenas
@@ -50,6 +52,46 @@ def _parse_env(
     return env
 
 
+def _limit_options() -> list[Callable[[F], F]]:
+    """The sandbox's network, the resource limits and the secrets of a job."""
+    return [
+        click.option("--network", is_flag=True, help="Keep the network in the sandbox."),
+        click.option(
+            "--cpu-time",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="CPU seconds each process may use (reason: cpu time limit).",
+        ),
+        click.option(
+            "--memory",
+            type=click.IntRange(min=1),
+            metavar="BYTES",
+            help="Memory of all its processes together (reason: memory limit).",
+        ),
+        click.option(
+            "--max-processes",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Processes and threads at once (reason: process limit).",
+        ),
+        click.option(
+            "--max-file-size",
+            type=click.IntRange(min=1),
+            metavar="BYTES",
+            help="Largest file it may write (reason: file size limit).",
+        ),
+        click.option(
+            "--secret",
+            "secrets",
+            multiple=True,
+            metavar="NAME[=VALUE]",
+            callback=_parse_secrets,
+            help="A variable masked as [MASKED] in the output and never shown; "
+            "NAME alone takes the value from this environment (repeatable).",
+        ),
+    ]
+
+
 def program_options(timeout_help: str) -> Callable[[F], F]:
     """What to run and how, shared by ``run`` and ``submit``: one option per field of
     :class:`~outspool.jobs.Job`, named like it (see :func:`job_of`)."""
@@ -81,12 +123,30 @@ def program_options(timeout_help: str) -> Callable[[F], F]:
                 help="Working directory [default: run: the current one; "
                 "submit: a fresh temporary one].",
             ),
+            *_limit_options(),
         ]
         for option in reversed(options):
             func = option(func)
         return func
 
     return apply
+
+
+def _parse_secrets(
+    ctx: click.Context, param: click.Parameter, args: tuple[str, ...]
+) -> dict[str, str]:
+    """``NAME=VALUE`` or ``NAME`` (its value from our environment)."""
+    found: dict[str, str] = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if not name.isidentifier():
+            raise click.BadParameter(f"{name!r} is not a variable name", ctx, param)
+        if not sep:
+            if name not in os.environ:
+                raise click.BadParameter(f"{name} is not set in this environment", ctx, param)
+            value = os.environ[name]
+        found[name] = value
+    return found
 
 
 def job_of(command: tuple[str, ...], options: dict[str, Any]) -> Job:
@@ -118,8 +178,11 @@ def cli() -> None:
 @db_option
 @program_options("Stop the program (SIGTERM, then SIGKILL) after this long; exit 124.")
 @click.option("--quiet", "-q", is_flag=True, help="Capture only; do not echo the output.")
+@click.option("--sandbox", is_flag=True, help="Run it in a bubblewrap sandbox (see --network).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(db: str | None, quiet: bool, command: tuple[str, ...], **options: Any) -> None:
+def run(
+    db: str | None, quiet: bool, sandbox: bool, command: tuple[str, ...], **options: Any
+) -> None:
     """Run COMMAND, show its output live and capture every byte of it.
 
     \b
@@ -129,12 +192,16 @@ def run(db: str | None, quiet: bool, command: tuple[str, ...], **options: Any) -
     Exits with COMMAND's exit code (128+N if killed by signal N, 124 on timeout).
     """
     job = job_of(command, options)
+    if job.network and not sandbox:
+        raise click.UsageError("--network needs --sandbox")
+    become_subreaper()  # leftovers of the program become ours, to be killed at its end
     with spool(db) as sp:
         handle = sp.start(
             job,
             echo=not quiet,
             stdin=None,
             on_created=lambda ex: click.echo(f"outspool: execution {ex.id}", err=True),
+            sandbox=sandbox,
         )
         final = _wait_forwarding_signals(handle)
     sys.exit(_exit_code(final))
@@ -339,6 +406,7 @@ def submit(db: str | None, command: tuple[str, ...], **options: Any) -> None:
 def worker(db: str | None, concurrency: int | None, burst: bool) -> None:
     """Run queued executions until stopped (SIGTERM/SIGINT: drain; twice: stop now)."""
     w = Worker(db, Settings.load(), concurrency, burst)
+    become_subreaper()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         w.stop(force=w.stopping)  # the second signal stops at once

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Unpack
 
 from outspool import queue
-from outspool.errors import StoreError
+from outspool.errors import ConfigError, StoreError
 from outspool.follow import (
     Follower,
     Range,
@@ -34,10 +34,13 @@ from outspool.follow import (
 )
 from outspool.follow import to_thread as _to_thread
 from outspool.heartbeat import Heartbeat
+from outspool.isolation import Isolation
 from outspool.jobs import Command, Job, JobOptions, as_command, new_id
 from outspool.models import Execution, Status, Stream
 from outspool.pieces import PieceRange, line_boundary, read_pieces
 from outspool.runner import Execute, check_runnable, program_env
+from outspool.sandbox import Sandbox
+from outspool.sandbox import problem as sandbox_problem
 from outspool.settings import Settings
 from outspool.store import Store, open_store
 from outspool.writer import Writer
@@ -244,21 +247,27 @@ class Outspool:
         echo: bool = False,
         stdin: int | None = subprocess.DEVNULL,
         on_created: Callable[[Execution], None] | None = None,
+        sandbox: bool = False,
         **options: Unpack[JobOptions],
     ) -> Running:
         """Start a program under capture in a background thread; a handle to it.
 
         ``command`` is a list of strings (or a whole :class:`~outspool.jobs.Job`);
         ``options`` are the job's other fields (``name``, ``timeout``, ``env``,
-        ``cwd``, ``pty``, ``language``/``code``). ``echo`` copies the output to
-        this process's stdout/stderr; ``on_created`` is called with the new record
-        before the program starts.
+        ``cwd``, ``pty``, ``language``/``code``, the limits, ``secrets``). ``echo``
+        copies the output to this process's stdout/stderr; ``on_created`` is called
+        with the new record before the program starts. ``sandbox`` runs it in a
+        bubblewrap sandbox (with the network if the job asks for ``network``).
+        ``secrets`` are masked in the output and never stored.
         """
         job = job_of(command, options)
         job.validate(self.settings)
-        check_runnable(job.argv(self.settings), job.cwd)
+        isolation = self._isolation(job, sandbox)
+        if not sandbox:  # inside, programs are found on the sandbox's own PATH
+            check_runnable(job.argv(self.settings), job.cwd)
         writer = self.writer
-        execution = queue.create(self.store, self.settings, job, Status.RUNNING, self.worker_id)
+        kept = replace(job, secrets={})  # run here and now: secrets need not be stored at all
+        execution = queue.create(self.store, self.settings, kept, Status.RUNNING, self.worker_id)
         if on_created is not None:
             on_created(execution)
         return self.launch(
@@ -267,7 +276,17 @@ class Outspool:
             stdin=stdin,
             echo={Stream.STDOUT: 1, Stream.STDERR: 2} if echo else None,
             writer=writer,
+            isolation=isolation,
         )
+
+    def _isolation(self, job: Job, sandbox: bool) -> Isolation:
+        """The confinement one ``start`` asks for; refused when it cannot be had."""
+        box = None
+        if sandbox:
+            if (problem := sandbox_problem()) is not None:
+                raise ConfigError(problem)
+            box = Sandbox(network=job.network, disk=self.settings.sandbox_disk)
+        return Isolation(sandbox=box, limits=job.limits(), secrets=job.secrets)
 
     def launch(
         self,
@@ -279,6 +298,7 @@ class Outspool:
         child_setup: Callable[[], None] | None = None,
         writer: Writer | None = None,
         on_end: Callable[[Running], None] | None = None,
+        isolation: Isolation | None = None,
     ) -> Running:
         """Run an execution that is already stored (and claimed by this process)."""
         execute = Execute(
@@ -291,6 +311,7 @@ class Outspool:
             stdin=stdin,
             echo=echo,
             child_setup=child_setup,
+            isolation=isolation,
         )
 
         def ended(handle: Running) -> None:
@@ -311,6 +332,7 @@ class Outspool:
         *,
         echo: bool = False,
         stdin: int | None = subprocess.DEVNULL,
+        sandbox: bool = False,
         **options: Unpack[JobOptions],
     ) -> Execution:
         """Run a program to its end under capture (see :meth:`start`); its final record.
@@ -318,7 +340,7 @@ class Outspool:
         Interrupted while waiting (Ctrl-C), it stops the program, records that
         (``cancelled``) and re-raises.
         """
-        handle = self.start(command, echo=echo, stdin=stdin, **options)
+        handle = self.start(command, echo=echo, stdin=stdin, sandbox=sandbox, **options)
         try:
             return handle.wait()
         except BaseException as exc:
@@ -333,6 +355,7 @@ class Outspool:
         *,
         echo: bool = False,
         stdin: int | None = subprocess.DEVNULL,
+        sandbox: bool = False,
         **options: Unpack[JobOptions],
     ) -> Execution:
         """:meth:`run` for asyncio. Cancelling the awaiting task stops the program;
@@ -340,7 +363,7 @@ class Outspool:
         import asyncio
 
         starting = asyncio.ensure_future(
-            _to_thread(self.start, command, echo=echo, stdin=stdin, **options)
+            _to_thread(self.start, command, echo=echo, stdin=stdin, sandbox=sandbox, **options)
         )
         handle: Running | None = None
         try:

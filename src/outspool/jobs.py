@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from outspool.errors import ConfigError, SpawnError
+from outspool.limits import LIMIT_OPTIONS, Limits, check_asked
+from outspool.masking import check_secret
 from outspool.settings import Settings
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, sorts like time
@@ -60,10 +62,18 @@ class Job:
     env: Mapping[str, str] = field(default_factory=dict)  #: variables added to its environment
     cwd: str | None = None  #: working directory (a worker's default: a fresh temporary one)
     pty: bool = False  #: run on a pseudo-terminal (stdout and stderr merge)
+    network: bool = False  #: keep the network in the sandbox (if the worker allows it)
+    cpu_time: float | None = None  #: CPU seconds per process (reason ``cpu time limit``)
+    memory: int | None = None  #: bytes, all its processes together (``memory limit``)
+    max_processes: int | None = None  #: processes and threads at once (``process limit``)
+    max_file_size: int | None = None  #: bytes of the largest file it writes (``file size limit``)
+    #: Variables added to its environment, masked as ``[MASKED]`` in its output, never shown.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command", as_command(self.command))
         object.__setattr__(self, "env", dict(self.env))
+        object.__setattr__(self, "secrets", dict(self.secrets))
 
     def argv(self, settings: Settings) -> tuple[str, ...]:
         """The command line to start, resolving ``language`` through settings."""
@@ -83,7 +93,26 @@ class Job:
             raise ConfigError("give either a command or --language/--code, not both")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout}")
+        self._validate_limits(settings)
+        for key, value in self.secrets.items():
+            check_secret(key, value)
         self.argv(settings)
+
+    def _validate_limits(self, settings: Settings) -> None:
+        for name, option in LIMIT_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{option} must be positive, not {value}")
+        check_asked(self.limits(), settings)
+
+    def limits(self) -> Limits:
+        """The limits the job asks for (None where it asks nothing)."""
+        return Limits(
+            cpu_time=self.cpu_time,
+            memory=self.memory,
+            processes=self.max_processes,
+            file_size=self.max_file_size,
+        )
 
 
 class JobOptions(TypedDict, total=False):
@@ -96,3 +125,9 @@ class JobOptions(TypedDict, total=False):
     env: Mapping[str, str]
     cwd: str | None
     pty: bool
+    network: bool
+    cpu_time: float | None
+    memory: int | None
+    max_processes: int | None
+    max_file_size: int | None
+    secrets: Mapping[str, str]

@@ -76,6 +76,13 @@ class Execution:
     progress_percent: float | None = None
     chunk_count: int = 0
     cancel_requested: bool = False
+    cpu_time: float | None = None
+    memory: int | None = None
+    max_processes: int | None = None
+    max_file_size: int | None = None
+    network: bool = False
+    #: Until it ends; never shown (not in :meth:`to_json`, not in ``repr``).
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Execution:
@@ -107,6 +114,12 @@ class Execution:
             progress_percent=row["progress_percent"],
             chunk_count=row["chunk_count"],
             cancel_requested=bool(row["cancel_requested"]),
+            cpu_time=row["cpu_time"],
+            memory=row["memory"],
+            max_processes=row["max_processes"],
+            max_file_size=row["max_file_size"],
+            network=bool(row["network"]),
+            secrets=json.loads(row["secrets"]) if row["secrets"] else {},
         )
 
     @property
@@ -144,6 +157,11 @@ class Execution:
             "progress": self.progress,
             "progress_percent": percent if percent is None or math.isfinite(percent) else None,
             "cancel_requested": self.cancel_requested,
+            "cpu_time": self.cpu_time,
+            "memory": self.memory,
+            "max_processes": self.max_processes,
+            "max_file_size": self.max_file_size,
+            "network": self.network,
         }
 
 

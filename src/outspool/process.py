@@ -21,9 +21,13 @@ import sys
 import termios
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from outspool.errors import SpawnError
 from outspool.models import Stream
+
+if TYPE_CHECKING:
+    from outspool.isolation import Guard
 
 _PR_SET_PDEATHSIG = 1
 _F_SETPIPE_SZ = 1031
@@ -38,13 +42,20 @@ class Child:
     proc: subprocess.Popen[bytes]
     fds: dict[int, Stream]  # fd -> the stream it carries (a pty carries both, as stdout)
     pidfd: int | None
+    guard: Guard | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def signal_group(self, sig: int) -> bool:
-        """Send ``sig`` to the program's process group; False if it is gone."""
+        """Send ``sig`` to the program's process group; False if it is gone.
+
+        In a sandbox, only SIGKILL goes to ``bwrap`` (whose death ends the
+        sandbox); other signals go to the processes inside.
+        """
+        if self.guard is not None and self.guard.sandboxed and sig != signal.SIGKILL:
+            return self.guard.signal_inside(self.proc.pid, sig)
         try:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
@@ -106,9 +117,9 @@ def spawn(
     base_setup = _child_setup(use_pty)
 
     def setup() -> None:
-        base_setup()
         if extra_setup is not None:
-            extra_setup()
+            extra_setup()  # first: a change of user clears the parent-death signal
+        base_setup()
 
     try:
         if use_pty:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from outspool.capture import Capture
 from outspool.errors import OutspoolError, SpawnError
+from outspool.isolation import EXECUTION_ENV, Isolation
 from outspool.models import Execution, Outcome, Status, Stream
 from outspool.process import spawn
 from outspool.settings import Settings
@@ -32,8 +33,7 @@ def check_runnable(argv: tuple[str, ...], cwd: str | None = None) -> None:
         raise SpawnError(f"not a directory: {cwd}")
 
 
-#: Set in every program's environment; recovery finds orphans by it.
-EXECUTION_ENV = "OUTSPOOL_EXECUTION_ID"
+__all__ = ["EXECUTION_ENV", "Execute", "check_runnable", "program_env"]
 
 
 def program_env(
@@ -65,6 +65,7 @@ class Execute:
         stdin: int | None = None,
         echo: dict[Stream, int] | None = None,
         child_setup: Callable[[], None] | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -75,6 +76,7 @@ class Execute:
         self._stdin = stdin
         self._echo = echo
         self._child_setup = child_setup
+        self.isolation = isolation or Isolation()
         self._capture: Capture | None = None
         self._stop: tuple[Status, str, bool] | None = None
         self.sink: Sink | None = None
@@ -93,20 +95,23 @@ class Execute:
         ex = self.execution
         sink = self.writer.open(ex.id)
         self.sink = sink
+        guard = self.isolation.prepare(ex.id, ex.command, self._env, ex.cwd)
         try:
             child = spawn(
-                ex.command,
-                env=self._env,
-                cwd=ex.cwd,
+                guard.argv,
+                env=guard.env,
+                cwd=None if guard.sandboxed else ex.cwd,
                 use_pty=ex.pty,
                 stdin=self._stdin,
                 pipe_size=self.settings.read_size,
-                extra_setup=self._child_setup,
+                extra_setup=_chain(self._child_setup, guard.setup()),
             )
         except OutspoolError as exc:
+            guard.end()
             outcome = Outcome(Status.FAILED, None, None, str(exc))
             sink.finish(outcome)
             raise
+        child.guard = guard
         sink.started(child.pid, time.time(), self._worker_id)
         s = self.settings
         self._capture = Capture(
@@ -117,9 +122,22 @@ class Execute:
             kill_grace=s.kill_grace,
             drain_grace=s.drain_grace,
             echo=self._echo,
+            maskers=self.isolation.maskers(),
         )
         if self._stop is not None:
             self._capture.request_stop(*self._stop)
         outcome = self._capture.run()
         sink.finish(outcome)
         return outcome
+
+
+def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
+    chosen = [step for step in steps if step is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def run_all() -> None:
+        for step in chosen:
+            step()
+
+    return run_all

@@ -126,9 +126,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     shutdown_grace: Annotated[float, Meta(ge=0)] = 10.0
     #: Variables a worker passes from its own environment to the programs it runs.
     env_allowlist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
-    #: Resource limits for programs run by a worker (None: no limit).
-    limit_address_space: Annotated[int, Meta(gt=0)] | None = None
-    limit_cpu_seconds: Annotated[int, Meta(gt=0)] | None = None
+
+    # --- sandbox and limits (issue: untrusted code) ------------------------------
+    #: How a worker confines jobs: ``bwrap`` (bubblewrap namespaces) or ``none``.
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    #: Whether a sandboxed job that asks for the network (``--network``) gets it.
+    allow_network: bool = False
+    #: Bytes each of a sandbox's fresh ``/tmp`` and working directory may hold.
+    sandbox_disk: Annotated[int, Meta(ge=1 * MiB)] = 256 * MiB
+    #: Limits of a worker's job that does not ask for one (None: the ceiling below).
+    default_cpu_time: Annotated[float, Meta(gt=0)] | None = None
+    default_memory: Annotated[int, Meta(ge=1 * MiB)] | None = None
+    default_processes: Annotated[int, Meta(gt=0)] | None = 1024
+    default_file_size: Annotated[int, Meta(gt=0)] | None = None
+    #: Ceilings: a job may ask for less, never more (None: no ceiling).
+    limit_cpu_time: Annotated[float, Meta(gt=0)] | None = None
+    limit_memory: Annotated[int, Meta(ge=1 * MiB)] | None = None
+    limit_processes: Annotated[int, Meta(gt=0)] | None = None
     limit_file_size: Annotated[int, Meta(gt=0)] | None = None
     limit_open_files: Annotated[int, Meta(gt=0)] | None = None
 

@@ -16,19 +16,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
+from outspool import sandbox
 from outspool.client import Outspool, Running
-from outspool.errors import OutspoolError, StoreError
+from outspool.errors import ConfigError, OutspoolError, StoreError
+from outspool.isolation import Isolation
 from outspool.jobs import Job
+from outspool.limits import Limits, effective
 from outspool.models import Execution
 from outspool.runner import program_env
+from outspool.sandbox import Sandbox
 from outspool.settings import Settings
 
 IDLE_POLL = 0.1  # seconds between looks at the queue when there is nothing to do
@@ -87,7 +89,13 @@ class Worker:
         return not self._thread.is_alive()
 
     def run(self) -> None:
-        """Work until stopped; always commits all output and records every ending."""
+        """Work until stopped; always commits all output and records every ending.
+
+        Refuses to start (:class:`ConfigError`) when jobs are to be sandboxed and
+        this machine cannot.
+        """
+        if self.settings.sandbox == "bwrap" and (problem := sandbox.problem()) is not None:
+            raise ConfigError(problem)
         try:
             with self.spool:  # left by an exception: what still runs is stopped and recorded
                 _ = self.spool.writer  # registers this worker and starts its heartbeat
@@ -143,7 +151,9 @@ class Worker:
         return started
 
     def _start(self, execution: Execution) -> None:
-        workdir = None if execution.cwd else tempfile.mkdtemp(prefix="outspool-")
+        isolation = self._isolation(execution)
+        fresh = not execution.cwd and isolation.sandbox is None  # a sandbox has its own
+        workdir = tempfile.mkdtemp(prefix="outspool-") if fresh else None
         base = {k: os.environ[k] for k in self.settings.env_allowlist if k in os.environ}
         env = program_env(self.settings, execution, base)
         if workdir is not None:
@@ -166,7 +176,7 @@ class Worker:
 
         with self._lock:
             self._running[execution.id] = self.spool.launch(
-                execution, env=env, child_setup=self._limits(), on_end=ended
+                execution, env=env, isolation=isolation, on_end=ended
             )
 
     def _report_ended(self) -> None:
@@ -188,23 +198,19 @@ class Worker:
         took = f" in {ex.duration:.2f} s" if ex.duration is not None else ""
         log.info("%s %s (%s)%s", ex.id, ex.status.value, how, took)
 
-    def _limits(self) -> Callable[[], None] | None:
+    def _isolation(self, execution: Execution) -> Isolation:
+        """The job's sandbox, limits (its own, else ours, never above our ceilings), secrets."""
         s = self.settings
-        limits = [
-            (resource.RLIMIT_AS, s.limit_address_space),
-            (resource.RLIMIT_CPU, s.limit_cpu_seconds),
-            (resource.RLIMIT_FSIZE, s.limit_file_size),
-            (resource.RLIMIT_NOFILE, s.limit_open_files),
-        ]
-        chosen = [(what, value) for what, value in limits if value is not None]
-        if not chosen:
-            return None
-
-        def apply() -> None:
-            for what, value in chosen:
-                resource.setrlimit(what, (value, value))
-
-        return apply
+        box = None
+        if s.sandbox == "bwrap":
+            box = Sandbox(network=execution.network and s.allow_network, disk=s.sandbox_disk)
+        asked = Limits(
+            cpu_time=execution.cpu_time,
+            memory=execution.memory,
+            processes=execution.max_processes,
+            file_size=execution.max_file_size,
+        )
+        return Isolation(sandbox=box, limits=effective(asked, s), secrets=execution.secrets)
 
     # --- shutdown ----------------------------------------------------------------------
 

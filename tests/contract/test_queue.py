@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from outspool.jobs import Job
-from outspool.models import Status
+from outspool.models import Outcome, Status
 from outspool.store import Store
 from tests.contract.conftest import OpenStore
 
@@ -80,3 +80,35 @@ def test_a_cleanly_stopped_process_leaves_nothing_running_unnoticed(store: Store
     assert store.claim("w", 100.0) is not None
     store.heartbeat("w", 101.0, stopped=True)
     assert [x.execution_id for x in store.find_lost(stale_before=0.0)] == ["z"]
+
+
+def test_secrets_and_limits_travel_with_a_queued_job_and_secrets_go_when_it_ends(
+    store: Store,
+) -> None:
+    secret = {"API_TOKEN": "s3cr3t-value-42"}
+    for execution_id, created in (("done", 1.0), ("cancelled", 2.0), ("lost", 3.0)):
+        job = Job(
+            command=("echo",),
+            cpu_time=1.5,
+            memory=1 << 30,
+            max_processes=64,
+            max_file_size=1 << 20,
+            network=True,
+            secrets=secret,
+        )
+        store.create(job, execution_id, created, Status.QUEUED)
+    claimed = store.claim("w1", 10.0)
+    assert claimed is not None and claimed.id == "done"
+    assert dict(claimed.secrets) == secret
+    assert (claimed.cpu_time, claimed.memory, claimed.max_processes) == (1.5, 1 << 30, 64)
+    assert (claimed.max_file_size, claimed.network) == (1 << 20, True)
+    assert "s3cr3t" not in repr(claimed) and "s3cr3t" not in str(claimed.to_json())
+    assert claimed.to_json()["memory"] == 1 << 30
+    assert store.finish("done", Outcome(Status.SUCCEEDED, 0), 11.0, None)
+    store.cancel("cancelled", 12.0, "not needed")
+    assert store.claim("w1", 13.0) is not None  # "lost"
+    assert store.mark_lost("lost", 15.0, "gone")
+    for execution_id in ("done", "cancelled", "lost"):
+        ended = store.get(execution_id)
+        assert ended.status.finished and ended.secrets == {}
+        assert ended.memory == 1 << 30  # the limits stay: they describe the run

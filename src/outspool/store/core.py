@@ -325,6 +325,12 @@ def execution_row(
         "pty": job.pty,
         "created_at": created_at,
         "worker_id": worker_id,
+        "cpu_time": job.cpu_time,
+        "memory": job.memory,
+        "max_processes": job.max_processes,
+        "max_file_size": job.max_file_size,
+        "network": job.network,
+        "secrets": json.dumps(dict(job.secrets)) if job.secrets else None,
     }
 
 

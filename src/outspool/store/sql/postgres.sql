@@ -97,11 +97,23 @@ CREATE INDEX executions_worker ON executions (worker_id, status);
 -- every chunk in bytea, so for it this step only records the version.
 SELECT 1;
 
+-- name: migrate_4
+-- A job's resource limits and network wish (issue 10), and its secrets: kept only
+-- until the execution ends (a queued job carries them to a worker), then wiped.
+ALTER TABLE executions ADD COLUMN cpu_time double precision;
+ALTER TABLE executions ADD COLUMN memory bigint;
+ALTER TABLE executions ADD COLUMN max_processes integer;
+ALTER TABLE executions ADD COLUMN max_file_size bigint;
+ALTER TABLE executions ADD COLUMN network boolean NOT NULL DEFAULT false;
+ALTER TABLE executions ADD COLUMN secrets text;
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
-                        created_at, worker_id)
+                        created_at, worker_id, cpu_time, memory, max_processes, max_file_size,
+                        network, secrets)
 VALUES (%(id)s, %(name)s, %(status)s, %(command)s, %(language)s, %(code)s, %(cwd)s, %(env)s,
-        %(timeout)s, %(pty)s, %(created_at)s, %(worker_id)s);
+        %(timeout)s, %(pty)s, %(created_at)s, %(worker_id)s, %(cpu_time)s, %(memory)s,
+        %(max_processes)s, %(max_file_size)s, %(network)s, %(secrets)s);
 
 -- name: mark_running
 WITH changed AS (
@@ -141,7 +153,7 @@ WITH changed AS (
     UPDATE executions SET status = %(status)s, exit_code = %(exit_code)s, signal = %(signal)s,
                           reason = %(reason)s, finished_at = %(finished_at)s,
                           output_truncated = %(output_truncated)s, stdout = %(stdout)s,
-                          stderr = %(stderr)s
+                          stderr = %(stderr)s, secrets = NULL
     WHERE id = %(id)s AND status IN ('queued', 'running')
     RETURNING id
 )
@@ -217,7 +229,8 @@ UPDATE workers SET stopped_at = %(now)s, heartbeat_at = %(now)s WHERE id = %(id)
 
 -- name: cancel_queued
 WITH changed AS (
-    UPDATE executions SET status = 'cancelled', finished_at = %(now)s, reason = %(reason)s
+    UPDATE executions SET status = 'cancelled', finished_at = %(now)s, reason = %(reason)s,
+                          secrets = NULL
     WHERE id = %(id)s AND status = 'queued'
     RETURNING id
 )
@@ -244,7 +257,7 @@ WHERE e.status = 'running'
 -- name: mark_lost
 WITH changed AS (
     UPDATE executions SET status = 'lost', finished_at = %(now)s, reason = %(reason)s,
-                          output_truncated = true
+                          output_truncated = true, secrets = NULL
     WHERE id = %(id)s AND status = 'running'
     RETURNING id
 )

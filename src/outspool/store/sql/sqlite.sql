@@ -88,11 +88,23 @@ ALTER TABLE execution_output_chunks ADD COLUMN blob_stdout_length INTEGER;
 ALTER TABLE execution_output_chunks ADD COLUMN blob_stderr_length INTEGER;
 ALTER TABLE execution_output_chunks ADD COLUMN blob_crc INTEGER;
 
+-- name: migrate_4
+-- A job's resource limits and network wish (issue 10), and its secrets: kept only
+-- until the execution ends (a queued job carries them to a worker), then wiped.
+ALTER TABLE executions ADD COLUMN cpu_time REAL;
+ALTER TABLE executions ADD COLUMN memory INTEGER;
+ALTER TABLE executions ADD COLUMN max_processes INTEGER;
+ALTER TABLE executions ADD COLUMN max_file_size INTEGER;
+ALTER TABLE executions ADD COLUMN network INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN secrets TEXT;
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
-                        created_at, worker_id)
+                        created_at, worker_id, cpu_time, memory, max_processes, max_file_size,
+                        network, secrets)
 VALUES (:id, :name, :status, :command, :language, :code, :cwd, :env, :timeout, :pty,
-        :created_at, :worker_id);
+        :created_at, :worker_id, :cpu_time, :memory, :max_processes, :max_file_size,
+        :network, :secrets);
 
 -- name: mark_running
 UPDATE executions SET status = 'running', pid = :pid, started_at = :started_at,
@@ -120,7 +132,8 @@ WHERE id = :id;
 -- name: finish_execution
 UPDATE executions SET status = :status, exit_code = :exit_code, signal = :signal,
                       reason = :reason, finished_at = :finished_at,
-                      output_truncated = :output_truncated, stdout = :stdout, stderr = :stderr
+                      output_truncated = :output_truncated, stdout = :stdout, stderr = :stderr,
+                      secrets = NULL
 WHERE id = :id AND status IN ('queued', 'running');
 
 -- name: get_execution
@@ -187,7 +200,8 @@ UPDATE workers SET heartbeat_at = :now WHERE id = :id;
 UPDATE workers SET stopped_at = :now, heartbeat_at = :now WHERE id = :id;
 
 -- name: cancel_queued
-UPDATE executions SET status = 'cancelled', finished_at = :now, reason = :reason
+UPDATE executions SET status = 'cancelled', finished_at = :now, reason = :reason,
+                      secrets = NULL
 WHERE id = :id AND status = 'queued';
 
 -- name: request_cancel
@@ -206,5 +220,5 @@ WHERE e.status = 'running'
 
 -- name: mark_lost
 UPDATE executions SET status = 'lost', finished_at = :now, reason = :reason,
-                      output_truncated = 1
+                      output_truncated = 1, secrets = NULL
 WHERE id = :id AND status = 'running';

@@ -1,0 +1,217 @@
+"""How one execution is confined: sandbox, limits, secrets, and what it leaves behind.
+
+:class:`Isolation` is the plan (built from the job and the settings); its
+:meth:`~Isolation.prepare` makes a :class:`Guard` for one execution: the command
+line and environment to start, the child setup steps (join the cgroup, set the
+rlimits, drop to ``nobody`` for the sandbox), and, once the program has ended,
+the leftovers to kill and the limit that stopped it.
+
+Nothing outlives an execution: in the sandbox its PID namespace dies with it;
+outside, the execution's cgroup holds every descendant; without a cgroup, the
+capturing process is a child subreaper (set by the CLI) and sweeps the orphans
+that carry the execution's ID, or every orphan when it runs nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from outspool import limits as lim
+from outspool.limits import Cgroup, Limits
+from outspool.masking import Masker
+from outspool.models import Stream
+from outspool.sandbox import Sandbox, drop_privileges
+
+#: Set in every program's environment; recovery and the orphan sweep find processes by it.
+EXECUTION_ENV = "OUTSPOOL_EXECUTION_ID"
+_PR_SET_CHILD_SUBREAPER = 36
+_sweep_lock = threading.Lock()
+_live: set[str] = set()  # executions this process is running (for the orphan sweep)
+_subreaper = False
+
+
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """What confines an execution; the default confines nothing."""
+
+    sandbox: Sandbox | None = None
+    limits: Limits = field(default_factory=Limits)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    cgroup: bool = True  #: use a cgroup when the machine offers one
+
+    def prepare(
+        self,
+        execution_id: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None = None,
+    ) -> Guard:
+        """Make the execution's cgroup (if any); the guard for starting and ending it.
+
+        In a sandbox, ``cwd`` (if given) is shown read-only as the working directory.
+        """
+        group = Cgroup.create(f"outspool-{execution_id}", self.limits) if self.cgroup else None
+        program_env = {**env, **self.secrets}
+        if self.sandbox is not None:
+            sandbox = replace(self.sandbox, cwd=cwd)
+            argv = sandbox.wrap(argv)
+            program_env = sandbox.environ(program_env)
+        return Guard(self, execution_id, list(argv), program_env, group)
+
+    def maskers(self) -> dict[Stream, Masker]:
+        """One masker per stream when there are secrets."""
+        if not self.secrets:
+            return {}
+        return {stream: Masker(self.secrets.values()) for stream in Stream}
+
+
+class Guard:
+    """One execution's confinement, from before its start to after its end."""
+
+    def __init__(
+        self,
+        isolation: Isolation,
+        execution_id: str,
+        argv: list[str],
+        env: dict[str, str],
+        cgroup: Cgroup | None,
+    ) -> None:
+        self.isolation = isolation
+        self.execution_id = execution_id
+        self.argv = argv
+        self.env = env
+        self.cgroup = cgroup
+        self.cpu_seconds = 0.0
+        self.hit: str | None = None  # the limit the cgroup enforced, read before removing it
+        with _sweep_lock:
+            _live.add(execution_id)
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.isolation.sandbox is not None
+
+    def setup(self) -> Callable[[], None] | None:
+        """The child's steps between fork and exec, in order: cgroup, rlimits, uid."""
+        steps: list[Callable[[], None]] = []
+        if self.cgroup is not None:
+            steps.append(self.cgroup.join())
+        rlimits = self.isolation.limits.rlimits(cgroup=self.cgroup is not None)
+        if rlimits:
+
+            def set_rlimits() -> None:
+                for what, soft, hard in rlimits:
+                    resource.setrlimit(what, (soft, hard))
+
+            steps.append(set_rlimits)
+        if self.sandboxed:
+            steps.append(drop_privileges)
+        if not steps:
+            return None
+
+        def run_steps() -> None:
+            for step in steps:
+                step()
+
+        return run_steps
+
+    def signal_inside(self, pid: int, sig: int) -> bool:
+        """Signal a sandboxed program (not ``bwrap``, which would kill it at once)."""
+        targets = [p for p in self._members(pid) if p != pid]
+        for target in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(target, sig)
+        return bool(targets)
+
+    def _members(self, pid: int) -> list[int]:
+        if self.cgroup is not None:
+            return self.cgroup.pids()
+        return descendants(pid)
+
+    def end(self) -> None:
+        """After the program ended: kill whatever it left behind, remove the cgroup."""
+        try:
+            if self.cgroup is not None:
+                self.hit = self.cgroup.hit()
+                self.cgroup.kill_all()
+                self.cgroup.remove()
+            elif not self.sandboxed:
+                sweep_orphans(self.execution_id)
+        finally:
+            with _sweep_lock:
+                _live.discard(self.execution_id)
+
+    def stopped_by(self, returncode: int | None) -> str | None:
+        return lim.stopped_by(self.isolation.limits, self.hit, returncode, self.cpu_seconds)
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants of our programs become our children, not init's (CLI only)."""
+    global _subreaper  # noqa: PLW0603 - one flag per process, like the prctl itself
+    libc = ctypes.CDLL(None, use_errno=True)
+    _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (ppid := _parent(int(name))) is not None:
+            children.setdefault(ppid, []).append(int(name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _execution_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(EXECUTION_ENV.encode() + b"="):
+                    return item.split(b"=", 1)[1].decode(errors="replace")
+    except OSError:
+        pass
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    return [int(n) for n in os.listdir("/proc") if n.isdigit() and _parent(int(n)) == pid]
+
+
+def sweep_orphans(execution_id: str, rounds: int = 50) -> None:
+    """Kill and reap the orphans ``execution_id`` left to us (a child subreaper).
+
+    An orphan that cleared its environment cannot be attributed: it is killed
+    when no other execution of this process is running.
+    """
+    if not _subreaper:
+        return
+    with _sweep_lock:
+        ours = {execution_id} if _live - {execution_id} else {execution_id, None}
+        for _ in range(rounds):
+            orphans = [p for p in _children(os.getpid()) if _execution_of(p) in ours]
+            if not orphans:
+                return
+            for pid in orphans:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)

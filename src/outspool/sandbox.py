@@ -1,0 +1,155 @@
+"""The sandbox: each program in its own bubblewrap (``bwrap``) namespaces.
+
+Inside, a program runs as ``nobody`` in new user, PID, IPC, UTS, cgroup and
+(unless the job asks and the worker allows) network namespaces, in a new
+session, and dies with the process that started it. It sees the system
+read-only (``/usr``, ``/bin``, ``/lib*`` and the parts of ``/etc`` programs
+need), a fresh ``/proc`` of its own PID namespace, a minimal ``/dev``, and two
+fresh size-bounded tmpfs: ``/tmp`` and its working directory ``/job``. Nothing
+else: not the store, not the worker's home, configuration or virtual
+environment, not other jobs.
+
+When the capturing process is root, ``bwrap`` itself is started as ``nobody``
+(it then builds the namespaces as an unprivileged user), so the program is
+``nobody`` outside the sandbox too, never root. Otherwise it runs as the
+capturing user outside and ``nobody`` inside.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+#: The user and group a sandboxed program runs as (``nobody``/``nogroup``).
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
+#: The program's working directory inside the sandbox, unless the job names one.
+WORKDIR = "/job"
+#: ``PATH`` inside: the system's interpreters, not outspool's virtual environment.
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: Parts of /etc that programs read: the loader, users, time zone, names, certificates.
+_ETC = (
+    "alternatives",
+    "ca-certificates",
+    "group",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "nsswitch.conf",
+    "passwd",
+    "protocols",
+    "resolv.conf",
+    "services",
+    "ssl",
+)
+_TOP = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """How one program is confined."""
+
+    network: bool = False  #: keep the host's network (the job asked and the worker allows)
+    disk: int = 256 << 20  #: bytes each of /tmp and the working directory may hold
+    cwd: str | None = None  #: a host directory shown read-only as the working directory
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """The ``bwrap`` command line that runs ``argv`` inside this sandbox."""
+        return [bwrap_path(), *self._options(), "--", *program(argv)]
+
+    def environ(self, env: dict[str, str]) -> dict[str, str]:
+        """The program's environment adjusted to the sandbox's file system."""
+        home = self.cwd or WORKDIR
+        return {**env, "PATH": SYSTEM_PATH, "HOME": home, "TMPDIR": "/tmp"}
+
+    def _options(self) -> list[str]:
+        opts = ["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "outspool"]
+        opts += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]
+        if self.network:
+            opts.append("--share-net")
+        opts += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
+        opts += _system_links()
+        size = str(self.disk)
+        opts += ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", WORKDIR]
+        if self.cwd is not None:
+            opts += ["--ro-bind", self.cwd, self.cwd, "--chdir", self.cwd]
+        else:
+            opts += ["--chdir", WORKDIR]
+        return opts
+
+
+@functools.cache
+def _system_links() -> tuple[str, ...]:
+    """/bin, /lib* as on the host (symlinks into /usr, or read-only binds), and /etc's parts."""
+    opts: list[str] = []
+    for name in _TOP:
+        path = "/" + name
+        if os.path.islink(path):
+            opts += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            opts += ["--ro-bind", path, path]
+    for name in _ETC:
+        path = "/etc/" + name
+        if os.path.exists(path):
+            opts += ["--ro-bind", path, path]
+    return tuple(opts)
+
+
+def program(argv: Sequence[str]) -> list[str]:
+    """``argv`` as the sandbox can run it: our own interpreter becomes the system's."""
+    if argv and argv[0] == sys.executable:
+        return ["python3", *argv[1:]]
+    return list(argv)
+
+
+@functools.cache
+def bwrap_path() -> str:
+    return shutil.which("bwrap") or "bwrap"
+
+
+def drop_privileges() -> None:
+    """In the child, before exec: root starts ``bwrap`` as ``nobody``, never as root."""
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
+        os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+
+
+@functools.cache
+def problem() -> str | None:
+    """Why this machine cannot sandbox programs (one line), or None if it can."""
+    if shutil.which("bwrap") is None:
+        return (
+            "bubblewrap is not installed: install it (Debian/Ubuntu: apt-get install "
+            "bubblewrap) or set OUTSPOOL_SANDBOX=none to run jobs unsandboxed knowingly"
+        )
+    probe = Sandbox().wrap(["true"])
+    setup: Callable[[], None] = drop_privileges
+    try:
+        done = subprocess.run(
+            probe,
+            capture_output=True,
+            timeout=30,
+            env={"PATH": SYSTEM_PATH},
+            preexec_fn=setup,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = str(exc)
+    else:
+        if done.returncode == 0:
+            return None
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        detail = lines[-1] if lines else f"exit code {done.returncode}"
+    return (
+        f"bwrap cannot create a sandbox here ({detail}); allow unprivileged user "
+        "namespaces or set OUTSPOOL_SANDBOX=none to run jobs unsandboxed knowingly"
+    )

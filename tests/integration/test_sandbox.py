@@ -1,0 +1,226 @@
+"""Hostile jobs, run through submit + worker in the sandbox, on both backends.
+
+Each probe is refused or contained, the worker is unharmed and nothing is left
+running. Probes that would harm this machine without a sandbox (``kill(-1)``
+as root, a fork bomb) run only after a harmless job has confirmed, through the
+same worker path, that jobs get their own PID namespace and a non-root user.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from outspool import Outspool, sandbox
+from outspool.jobs import Job
+from tests.conftest import RunCli
+from tests.helpers import alive
+
+pytestmark = pytest.mark.skipif(
+    sandbox.problem() is not None, reason=f"no sandbox here: {sandbox.problem()}"
+)
+
+SANDBOXED = {
+    "OUTSPOOL_SANDBOX": "bwrap",
+    "OUTSPOOL_KILL_GRACE": "0.5",
+    "OUTSPOOL_DRAIN_GRACE": "0.5",
+}
+
+#: Reports whether the job is isolated: its PID (1 is bwrap's init), its user IDs.
+ISOLATION_PROBE = """
+import os
+uids = open("/proc/self/status").read().split("Uid:")[1].split()[:4]
+print(json.dumps({"pid": os.getpid(), "uids": uids, "pids_seen": len(os.listdir("/proc"))}))
+"""
+
+
+def run_worker(db: str, jobs: list[Job], run_cli: RunCli, **env: str) -> list[dict[str, object]]:
+    """Queue ``jobs``, run one sandboxed worker until the queue is empty; their records."""
+    with Outspool(db) as spool:
+        ids = [spool.submit(job).id for job in jobs]
+    done = run_cli("worker", "--db", db, "--burst", "-c", "4", env={**SANDBOXED, **env})
+    assert done.rc == 0, done.stderr.decode()
+    with Outspool(db) as spool:
+        records = [spool.get(i).to_json() | {"output": spool.read(i).decode()} for i in ids]
+    assert_nothing_left(ids)
+    return records
+
+
+def assert_nothing_left(ids: list[str]) -> None:
+    """No process anywhere carries one of these executions' IDs."""
+    markers = [f"OUTSPOOL_EXECUTION_ID={i}".encode() for i in ids]
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        found = [m for m in markers if m in environ.split(b"\0")]
+        assert not (found and alive(int(name))), f"process {name} outlived {found}"
+
+
+def python(code: str, **limits: float) -> Job:
+    """A Python job (the system's python3 in the sandbox); ``limits``: timeout, cpu_time, ..."""
+    code = "import json, os, socket, sys\n" + code
+    return Job(
+        language="python",
+        code=code,
+        timeout=limits.get("timeout"),
+        cpu_time=limits.get("cpu_time"),
+        memory=None if "memory" not in limits else int(limits["memory"]),
+        max_processes=None if "max_processes" not in limits else int(limits["max_processes"]),
+    )
+
+
+@pytest.fixture
+def isolated(db_url: str, run_cli: RunCli) -> None:
+    """Confirm, with a harmless job, that jobs are isolated; fail (never run the harmful
+    probes) otherwise."""
+    (record,) = run_worker(db_url, [python(ISOLATION_PROBE)], run_cli)
+    try:
+        seen = json.loads(str(record["output"]))
+    except ValueError:
+        pytest.fail(f"the isolation probe did not report: {record}")
+    if seen["pid"] > 10 or "0" in seen["uids"] or seen["pids_seen"] > 60:
+        pytest.fail(f"jobs are not isolated here ({seen}): refusing to run harmful probes")
+
+
+@pytest.fixture
+def web_server() -> Iterator[int]:
+    """A web server on 127.0.0.1 that jobs must not reach; its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def attempts(*tries: str) -> str:
+    """A program that runs each attempt and prints ALLOWED or the error that refused it."""
+    body = "\n".join(
+        f"try:\n    {t}\n    print('ALLOWED:', {t!r})\nexcept Exception as e:\n"
+        f"    print('refused:', {t!r}, type(e).__name__)"
+        for t in tries
+    )
+    return body
+
+
+def test_hostile_jobs_are_refused_or_contained(
+    db_url: str, db_path: Path, tmp_path: Path, isolated: None, web_server: int, run_cli: RunCli
+) -> None:
+    other = tmp_path / "other-job"
+    other.mkdir()
+    (other / "result.txt").write_text("another job's file")
+    store_files = [str(db_path), f"{db_path}-wal", f"{db_path}-chunks"]
+    probes = attempts(
+        *(f"open({p!r}, 'rb').read(1)" for p in store_files),
+        f"open({str(db_path)!r}, 'ab').write(b'x')",
+        f"open({str(other / 'result.txt')!r}).read()",
+        "open('/usr/bin/outspool-was-here', 'w')",
+        "open('/etc/passwd', 'a').write('x')",
+        "open(os.path.expanduser('~root/.bashrc')).read()",
+        f"open('/proc/{os.getpid()}/environ', 'rb').read()",
+        "socket.create_connection(('127.0.0.1', 5432), timeout=2)",
+        f"socket.create_connection(('127.0.0.1', {web_server}), timeout=2)",
+    )
+    killers = (
+        "import signal, subprocess\n"
+        "child = subprocess.Popen(['sleep', '60'])\n"
+        "os.kill(os.getppid(), signal.SIGKILL)\n"
+        "os.kill(-1, signal.SIGKILL)\n"
+        "print('still here; my child got', child.wait())"
+    )
+    # each process forks until refused, then sleeps: bounded by the process limit
+    bomb = "import time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+    bomb += "        break\ntime.sleep(60)"
+    hog = "x = bytearray(400 << 20)\nprint('allocated', len(x))"
+    spin = "while True:\n    pass"
+    jobs = [
+        python(probes),
+        python(killers),
+        python(bomb, timeout=10, max_processes=32),
+        python(hog, memory=100 << 20),
+        python(spin, timeout=30, cpu_time=1),
+        python("print('after the others: fine')"),
+    ]
+    records = run_worker(db_url, jobs, run_cli)
+    probe, killer, bombed, hogged, spun, fine = records
+    assert "ALLOWED" not in str(probe["output"]), probe["output"]
+    assert str(probe["output"]).count("refused:") == 11
+    assert (killer["status"], killer["output"]) == ("succeeded", "still here; my child got -9\n")
+    assert (bombed["status"], bombed["reason"]) == ("timed_out", "process limit")
+    assert (hogged["status"], hogged["reason"]) == ("failed", "memory limit")
+    assert (spun["status"], spun["reason"]) == ("failed", "cpu time limit")
+    assert (fine["status"], fine["output"]) == ("succeeded", "after the others: fine\n")
+
+
+def test_outspool_run_leaves_no_daemon_behind(tmp_path: Path, run_cli: RunCli) -> None:
+    pids = tmp_path / "pids"
+    script = (
+        f"setsid sleep 300 & echo $! > {pids}; "
+        f"env -i setsid sh -c 'echo $$ >> {pids}; sleep 301' & "
+        f"while [ $(wc -l < {pids}) -lt 2 ]; do :; done"
+    )
+    done = run_cli("run", "--db", str(tmp_path / "o.db"), "--", "sh", "-c", script)
+    assert done.rc == 0, done.stderr
+    for pid in map(int, pids.read_text().split()):
+        assert not alive(pid), f"process {pid} outlived its execution"
+
+
+def test_secrets_are_masked_in_echo_and_store_and_never_stored(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    db = str(tmp_path / "o.db")
+    program = (  # the second secret arrives in two writes, 50 ms apart
+        'echo "token=$API_TOKEN"; printf "split: %s" "$(echo $OTHER | cut -c1-8)"; '
+        'sleep 0.05; echo "$OTHER" | cut -c9-'
+    )
+    for extra in ([], ["--sandbox"]):
+        done = run_cli(
+            "run",
+            "--db",
+            db,
+            *extra,
+            "--secret",
+            "API_TOKEN",
+            "--secret",
+            "OTHER=hunter2-and-more",
+            "--",
+            "sh",
+            "-c",
+            program,
+            env={"API_TOKEN": "s3cr3t-value-42"},
+        )
+        assert done.rc == 0, done.stderr
+        assert done.stdout == b"token=[MASKED]\nsplit: [MASKED]\n"
+    with Outspool(db) as spool:
+        for ex in spool.list():
+            assert spool.read(ex.id) == b"token=[MASKED]\nsplit: [MASKED]\n"
+            assert "hunter2" not in json.dumps(ex.to_json())
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert b"s3cr3t-value-42" not in raw and b"hunter2-and-more" not in raw
+
+
+def test_a_short_secret_is_refused_in_one_line(tmp_path: Path, run_cli: RunCli) -> None:
+    done = run_cli("run", "--db", str(tmp_path / "o.db"), "--secret", "A=short", "--", "true")
+    assert done.rc == 2
+    assert done.err_lines == [
+        "outspool: secret A is too short to be masked: values need at least 8 bytes"
+    ]
+
+
+def test_worker_refuses_to_start_without_bubblewrap(tmp_path: Path, run_cli: RunCli) -> None:
+    env = {**SANDBOXED, "PATH": str(tmp_path)}  # no bwrap on this PATH
+    done = run_cli("worker", "--db", str(tmp_path / "o.db"), "--burst", env=env)
+    assert done.rc == 2
+    assert len(done.err_lines) == 1
+    assert "apt-get install bubblewrap" in done.stderr.decode()
+    assert "OUTSPOOL_SANDBOX=none" in done.stderr.decode()
