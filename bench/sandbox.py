@@ -25,8 +25,7 @@ from typing import TypeVar
 
 from bench.common import Row, fresh_dir
 from outspool import Outspool, Settings
-from outspool.queue import submit
-from outspool.runner import Job
+from outspool.jobs import Job
 from outspool.worker import Worker
 
 T = TypeVar("T")
@@ -65,8 +64,8 @@ def _settings(mode: str) -> Settings:
 def jobs_per_second(mode: str, db: Path, jobs: int) -> float:
     with Outspool(str(db), _settings(mode)) as spool:
         for _ in range(jobs):
-            submit(spool.store, spool.settings, Job(("true",)))
-    worker = Worker(str(db), _settings(mode), concurrency=2, burst=True, log=lambda _: None)
+            spool.submit(Job(command=("true",)))
+    worker = Worker(str(db), _settings(mode), concurrency=2, burst=True)
     began = time.perf_counter()
     worker.run()
     return jobs / (time.perf_counter() - began)

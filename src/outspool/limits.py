@@ -277,7 +277,7 @@ def check_asked(asked: Limits, settings: Settings) -> None:
     for name, option in _NAMES.items():
         want, most = getattr(asked, name), getattr(ceilings, name)
         if want is not None and most is not None and want > most:
-            raise ConfigError(f"{option} {want:g} is above this machine's ceiling ({most:g})")
+            raise ConfigError(f"{option} {want} is above this machine's ceiling ({most})")
 
 
 def effective(asked: Limits, settings: Settings) -> Limits:

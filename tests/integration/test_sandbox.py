@@ -224,3 +224,53 @@ def test_worker_refuses_to_start_without_bubblewrap(tmp_path: Path, run_cli: Run
     assert len(done.err_lines) == 1
     assert "apt-get install bubblewrap" in done.stderr.decode()
     assert "OUTSPOOL_SANDBOX=none" in done.stderr.decode()
+
+
+def test_secrets_through_the_queue_are_masked_shown_nowhere_and_forgotten(
+    db_url: str, tmp_path: Path, run_cli: RunCli
+) -> None:
+    value = "s3cr3t-value-42"
+    submitted = run_cli(
+        "submit",
+        "--db",
+        db_url,
+        "--secret",
+        "API_TOKEN",
+        "--",
+        "sh",
+        "-c",
+        'echo "t=$API_TOKEN"',
+        env={"API_TOKEN": value},
+    )
+    assert submitted.rc == 0, submitted.stderr
+    execution_id = submitted.stdout.decode().strip()
+    shown = run_cli("show", "--db", db_url, execution_id, "--json")
+    listed = run_cli("ls", "--db", db_url, "--json")
+    assert value not in (shown.stdout + listed.stdout).decode()
+    worker = run_cli("worker", "--db", db_url, "--burst", env=SANDBOXED)
+    assert worker.rc == 0 and value.encode() not in worker.stderr
+    with Outspool(db_url) as spool:
+        assert spool.read(execution_id) == b"t=[MASKED]\n"
+        assert spool.get(execution_id).secrets == {}  # wiped once it ended
+    if "://" not in db_url:  # SQLite: not in the database file, its WAL or its segments
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert files and not any(value.encode() in p.read_bytes() for p in files)
+
+
+def test_a_job_asking_above_a_ceiling_is_refused_and_a_worker_clamps(
+    db_url: str, run_cli: RunCli
+) -> None:
+    ceiling = {"OUTSPOOL_LIMIT_MEMORY": str(64 << 20)}
+    asked = ("--memory", str(1 << 30))
+    refused = run_cli("submit", "--db", db_url, *asked, "--", "true", env=ceiling)
+    assert refused.rc == 2
+    assert refused.err_lines == [
+        f"outspool: --memory {1 << 30} is above this machine's ceiling ({64 << 20})"
+    ]
+    hog = ("--", "python3", "-c", "x = bytearray(300 << 20)")
+    queued = run_cli("submit", "--db", db_url, *asked, *hog)  # no ceiling where submitted
+    assert queued.rc == 0
+    assert run_cli("worker", "--db", db_url, "--burst", env={**SANDBOXED, **ceiling}).rc == 0
+    with Outspool(db_url) as spool:
+        ex = spool.get(queued.stdout.decode().strip())
+    assert (ex.status.value, ex.reason) == ("failed", "memory limit")

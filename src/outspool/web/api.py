@@ -289,6 +289,15 @@ class Submission(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, max_length=4096)
     cwd: str | None = Field(None, max_length=4096)
     pty: bool = False
+    network: bool = False
+    cpu_time: float | None = Field(None, gt=0, le=366 * 86400, allow_inf_nan=False)
+    memory: int | None = Field(None, gt=0, le=1 << 50)
+    max_processes: int | None = Field(None, gt=0, le=1 << 22)
+    max_file_size: int | None = Field(None, gt=0, le=1 << 50)
+    #: NAME -> value: in the program's environment, masked in its output, never returned.
+    secrets: dict[str, Annotated[str, Field(min_length=8, max_length=65536)]] = Field(
+        default_factory=dict, max_length=256
+    )
 
     @model_validator(mode="after")
     def _one_program(self) -> Submission:
@@ -298,7 +307,7 @@ class Submission(BaseModel):
             raise ValueError("language needs code")
         for text in [*(self.command or ()), self.code or "", self.cwd or "", self.name or ""]:
             _no_nul(text)
-        for key, value in self.env.items():
+        for key, value in [*self.env.items(), *self.secrets.items()]:
             if not key or "=" in key:
                 raise ValueError(f"bad environment variable name {key!r}")
             _no_nul(key + value)
