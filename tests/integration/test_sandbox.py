@@ -11,16 +11,19 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import outspool
 from outspool import Outspool, sandbox
 from outspool.jobs import Job
 from tests.conftest import RunCli
-from tests.helpers import alive
+from tests.helpers import alive, cli_env
 
 pytestmark = pytest.mark.skipif(
     sandbox.problem() is not None, reason=f"no sandbox here: {sandbox.problem()}"
@@ -274,3 +277,42 @@ def test_a_job_asking_above_a_ceiling_is_refused_and_a_worker_clamps(
     with Outspool(db_url) as spool:
         ex = spool.get(queued.stdout.decode().strip())
     assert (ex.status.value, ex.reason) == ("failed", "memory limit")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
+    reason="needs root (to become an unprivileged user) and a system python3",
+)
+def test_without_a_cgroup_the_subreaper_kills_the_daemons() -> None:
+    """As ``nobody``, ``outspool run`` can make no cgroup: its subreaper sweep does the job."""
+    import shutil
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="outspool-nobody-"))
+    try:
+        where.chmod(0o777)
+        pids = where / "pids"
+        script = (
+            f"setsid sleep 300 & echo $! > {pids}; "
+            f"env -i setsid sh -c 'echo $$ >> {pids}; sleep 301' & "
+            f"while [ $(wc -l < {pids}) -lt 2 ]; do :; done"
+        )
+        # the system's python3 with our packages: this interpreter may live where nobody can go
+        path = os.pathsep.join([str(Path(outspool.__file__).parents[1]), *sys.path])
+        cli = ["/usr/bin/python3", "-m", "outspool.cli"]
+        done = subprocess.run(
+            [*cli, "run", "--db", str(where / "o.db"), "--", "sh", "-c", script],
+            env=cli_env({"PYTHONPATH": path}),
+            cwd=where,
+            capture_output=True,
+            timeout=60,
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        for pid in map(int, pids.read_text().split()):
+            assert not alive(pid), f"process {pid} outlived its execution"
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
