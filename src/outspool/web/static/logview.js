@@ -409,10 +409,12 @@ export class LogView {
       if (!start) continue;
       const next = this.line((b + 1) * TIME_BLOCK);
       this.timeBlocks.add(b);
+      const forget = () => this.timeBlocks.delete(b);
       this.fetchTimes(start.offset, next ? next.offset : null).then((pairs) => {
         for (const [offset, time] of pairs) this.times.set(offset, time);
+        if (!next) setTimeout(forget, 1000); // the block is still growing: ask again later
         this.update();
-      }, () => this.timeBlocks.delete(b));
+      }, forget);
     }
   }
 }
