@@ -152,6 +152,7 @@ export class LogView {
     this.timeBlocks = new Set();
     this.frame = 0;
     this.grown = false; // lines were added since the last frame
+    this.drawn = new Map(); // line -> {key, node} of the rows on screen
     root.addEventListener("scroll", () => this.scrolled(), { passive: true });
     new ResizeObserver(() => this.update()).observe(root);
   }
@@ -267,15 +268,32 @@ export class LogView {
     const digits = `${String(this.total).length}ch`;
     if (digits !== this.digits) { this.digits = digits; this.root.style.setProperty("--digits", digits); }
     const rows = [];
-    for (let r = first; r < last; r++) rows.push(this.row(this.lineAt(r)));
-    this.rows.replaceChildren(...rows);
+    const drawn = new Map();
+    for (let r = first; r < last; r++) {
+      const n = this.lineAt(r);
+      rows.push(this.row(n, drawn));
+    }
+    this.drawn = drawn; // rows whose line did not change are kept as they are
+    const same = rows.length === this.rows.children.length
+      && rows.every((row, i) => row === this.rows.children[i]);
+    if (!same) this.rows.replaceChildren(...rows);
     if (this.showTimes) this.wantTimes(this.lineAt(first), this.lineAt(Math.max(first, last - 1)));
   }
 
   // --- rows ------------------------------------------------------------------------------
 
-  row(n) {
+  // The row of line n: the one drawn last time if nothing it shows has changed since.
+  row(n, drawn) {
     const line = this.line(n);
+    const key = line ? [line.raw.length, n === this.target, n === this.current, this.query,
+      this.showTimes && (this.times.get(line.offset) || "")].join("|") : "pending";
+    const last = this.drawn.get(n);
+    const node = last && last.key === key ? last.node : this.build(n, line);
+    drawn.set(n, { key, node });
+    return node;
+  }
+
+  build(n, line) {
     const div = document.createElement("div");
     const number = document.createElement("a");
     number.className = "ln";
