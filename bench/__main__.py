@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from bench import concurrency, live, outspool_api, report, sandbox
+from bench import concurrency, live, outspool_api, report, sandbox, sections
 from bench import contenders as c
 from bench.common import MIB, RESULTS, WORK, Row
+from bench.scale.common import Section
 from bench.streams import Entry, references, run_scenario
 
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         notes.append(f"- **outspool was not measured**: {missing}.")
     results, titles = _run_all(sizes, only, skip)
+    extra = _run_sections(args.full, only)
     big = f"bulk-{_size(sizes.bulk[1])}"
     text = report.write(
         name,
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         titles=titles,
         bulk_big=big,
         notes=notes,
+        sections=extra,
         elapsed=time.monotonic() - started,
         out_dir=None if only else RESULTS,
     )
@@ -155,6 +158,17 @@ def _run_all(
     title = f"sandbox: {jobs} trivial jobs, runs of `true`, {mib} MiB captured, with and without"
     scenario("sandbox", title, partial(sandbox.run, jobs, mib, sizes.runs))
     return results, titles
+
+
+def _run_sections(full: bool, only: set[str] | None) -> list[Section]:
+    done = []
+    for scenario in sections.SCENARIOS:
+        if only is None or scenario.key in only:
+            print(f"== {scenario.key}", file=sys.stderr, flush=True)
+            began = time.monotonic()
+            done.append(scenario.run(full))
+            print(f"   ({time.monotonic() - began:.1f} s)", file=sys.stderr, flush=True)
+    return done
 
 
 def _trickle(count: int, skip: dict[str, str]) -> list[Row]:

@@ -33,7 +33,7 @@ def available() -> str | None:
     return None
 
 
-def run_argv(db: Path, command: list[str]) -> list[str]:
+def run_argv(db: Path | str, command: list[str]) -> list[str]:
     return [OUTSPOOL, "run", "--db", str(db), "--quiet", "--", *command]
 
 
@@ -46,7 +46,7 @@ def logs_argv(db: Path | str, execution_id: str, *args: str) -> list[str]:
     return [OUTSPOOL, "logs", execution_id, "--db", str(db), *args]
 
 
-def stream_digest(db: Path, execution_id: str, stream: str) -> str | None:
+def stream_digest(db: Path | str, execution_id: str, stream: str) -> str | None:
     """sha256 of ``outspool logs --raw --stream STREAM``, streamed; None if it failed."""
     proc = subprocess.Popen(
         logs_argv(db, execution_id, "--raw", "--stream", stream), stdout=subprocess.PIPE

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Row
+from bench.scale.common import Section
 
 OUTSPOOL = "outspool run"
 OUTSPOOL_LIB = "outspool (library, one process)"
@@ -210,6 +211,7 @@ def write(
     titles: dict[str, str],
     bulk_big: str,
     notes: list[str],
+    sections: list[Section],
     elapsed: float,
     out_dir: Path | None,
 ) -> str:
@@ -232,6 +234,9 @@ def write(
     ]
     for scenario, rows in results.items():
         parts += ["", f"## {titles[scenario]}", "", table_for(scenario, rows)]
+    for section in sections:
+        parts += ["", f"## {section.title}", "", *section.body]
+        parts += [f"![{section.key}]({name})" for name in section.plots]
     text = "\n".join(parts) + "\n"
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +249,7 @@ def write(
             "scenarios": {
                 k: {"title": titles[k], "rows": [asdict(r) for r in v]} for k, v in results.items()
             },
+            "sections": {s.key: {"title": s.title, **s.data} for s in sections},
         }
         (out_dir / f"{mode}.json").write_text(json.dumps(payload, indent=2) + "\n")
     return text

@@ -1,0 +1,124 @@
+"""Queue throughput: trivial jobs drained by 1, 4 and 8 worker processes, each job once.
+
+Per backend and worker count: a fresh store, J jobs submitted through the library
+(``sh -c 'echo $OUTSPOOL_EXECUTION_ID >> FILE'``), then W ``outspool worker --burst
+--concurrency 4`` started together. Jobs/s = J / (wall from starting the workers until
+the last one exited, their start-up included). Exactly once: FILE holds each job's ID
+exactly once, and every job ended ``succeeded``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import fresh_dir
+from bench.scale import plots
+from bench.scale.common import OUTSPOOL, Section, log, pg_schema, pg_unavailable, plot_path, table
+
+WORKERS = (1, 4, 8)
+CONCURRENCY = 4
+
+
+def run(full: bool) -> Section:
+    jobs = 3000 if full else 300
+    mode = "full" if full else "quick"
+    work = fresh_dir("queue")
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    missing = pg_unavailable()
+    try:
+        for backend in ("sqlite", "postgres"):
+            if backend == "postgres" and missing:
+                continue
+            results[backend] = {}
+            for w in WORKERS:
+                results[backend][w] = _one(backend, work, w, jobs)
+                log(f"[queue] {backend} x{w}: {results[backend][w]}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _section(mode, jobs, results, missing)
+
+
+def _one(backend: str, work: Path, workers: int, jobs: int) -> dict[str, Any]:
+    if backend == "sqlite":
+        return _drain(str(work / f"q{workers}.db"), work, workers, jobs)
+    with pg_schema(f"queue{workers}") as url:
+        return _drain(url, work, workers, jobs)
+
+
+def _drain(url: str, work: Path, workers: int, jobs: int) -> dict[str, Any]:
+    from outspool import Outspool
+
+    ran = work / f"ran-{workers}-{time.monotonic_ns()}.txt"
+    ran.touch()
+    command = ["sh", "-c", f'echo "$OUTSPOOL_EXECUTION_ID" >> {ran}']
+    with Outspool(url) as spool:
+        began = time.monotonic()
+        ids = {spool.submit(command).id for _ in range(jobs)}
+        submit_s = time.monotonic() - began
+    began = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [OUTSPOOL, "worker", "--db", url, "--burst", "--concurrency", str(CONCURRENCY)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(workers)
+    ]
+    codes = [p.wait(600) for p in procs]
+    wall = time.monotonic() - began
+    lines = ran.read_text().split()
+    with Outspool(url) as spool:
+        done = spool.list(limit=jobs + 10)
+    succeeded = sum(1 for ex in done if ex.id in ids and ex.status.value == "succeeded")
+    once = len(lines) == jobs and set(lines) == ids and succeeded == jobs
+    return {
+        "jobs": jobs,
+        "submit_per_s": jobs / submit_s,
+        "wall_s": wall,
+        "jobs_per_s": jobs / wall,
+        "ran_lines": len(lines),
+        "distinct": len(set(lines)),
+        "succeeded": succeeded,
+        "exactly_once": once,
+        "worker_exit_codes": sorted(set(codes)),
+    }
+
+
+def _section(
+    mode: str, jobs: int, results: dict[str, dict[int, dict[str, Any]]], missing: str | None
+) -> Section:
+    section = Section(
+        "queue",
+        f"queue throughput: {jobs:,} trivial jobs, 1/4/8 worker processes"
+        f" (--concurrency {CONCURRENCY} each)",
+        data={str(b): {str(w): r for w, r in res.items()} for b, res in results.items()},
+    )
+    if missing:
+        section.body += [f"- **postgres: NOT RUN**: {missing}", ""]
+    rows = [
+        [b, w, r["jobs_per_s"], r["wall_s"], r["submit_per_s"], "yes" if r["exactly_once"] else
+         f"**NO** ({r['ran_lines']} runs, {r['distinct']} distinct, {r['succeeded']} succeeded)",
+         "met" if r["jobs_per_s"] >= 300 else "**NOT MET**"]
+        for b, res in results.items()
+        for w, r in res.items()
+    ]  # fmt: skip
+    section.body += table(
+        ["backend", "workers", "jobs/s", "wall s", "submits/s", "each exactly once", ">= 300/s"],
+        rows,
+    )
+    series = {b: [(w, r["jobs_per_s"]) for w, r in res.items()] for b, res in results.items()}
+    name = plots.lines(
+        plot_path(mode, "queue"),
+        "queue throughput of trivial jobs",
+        "worker processes",
+        "jobs/s",
+        series,
+        goal=300.0,
+    )
+    if name:
+        section.plots.append(name)
+    return section

@@ -1,0 +1,169 @@
+"""Many watchers: hundreds of SSE clients on one running execution, plus one each on others,
+through ``outspool serve``.
+
+Per backend and size: 1 + OTHERS ticker jobs are queued (the main one prints a line every
+100 ms, the others every second, all after a 1 s pause), ``outspool serve`` starts on a
+free loopback port, ``sse_clients.py`` opens W streams on the main execution and one on
+each other one, then one ``outspool worker`` runs the jobs. Latency: a line's send time
+-> its arrival at a client (commit -> client, plus the ~5 ms from write to commit).
+Server RSS and CPU are sampled from /proc while the jobs run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.common import PYTHON, fresh_dir
+from bench.scale import plots
+from bench.scale.common import (
+    OUTSPOOL,
+    Section,
+    Watch,
+    backends,
+    log,
+    ms,
+    plot_path,
+    table,
+    ticker,
+    wait_for_line,
+)
+
+URL_LINE = re.compile(rb"at http://([\d.]+):(\d+)/")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(full: bool) -> Section:
+    sizes = ((100, 100), (500, 100)) if full else ((50, 20),)
+    seconds = 10.0 if full else 4.0
+    mode = "full" if full else "quick"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server holds a socket each
+    work = fresh_dir("watchers")
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    missing: dict[str, str] = {}
+    try:
+        for backend, url, why in backends(work, "watch"):
+            if url is None:
+                missing[backend] = why
+                continue
+            results[backend] = {}
+            for main, others in sizes:
+                target = url if backend == "postgres" else str(work / f"w{main}.db")
+                key = f"{main} + {others}"
+                results[backend][key] = _one(target, main, others, seconds, work)
+                log(f"[watchers] {backend} {key}: {results[backend][key]}")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        shutil.rmtree(work, ignore_errors=True)
+    return _section(mode, seconds, results, missing)
+
+
+def _one(url: str, main: int, others: int, seconds: float, work: Path) -> dict[str, Any]:
+    from outspool import Outspool
+
+    with Outspool(url) as spool:
+        first = spool.submit(ticker(0.1, int(seconds / 0.1), 1.0)).id
+        rest = [spool.submit(ticker(1.0, int(seconds), 1.0)).id for _ in range(others)]
+    server = subprocess.Popen(
+        [OUTSPOOL, "serve", "--db", url, "--port", "0"], stderr=subprocess.PIPE
+    )
+    try:
+        return _watch(url, server, first, rest, main=main, seconds=seconds, work=work)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _watch(
+    url: str,
+    server: subprocess.Popen[bytes],
+    first: str,
+    rest: list[str],
+    *,
+    main: int,
+    seconds: float,
+    work: Path,
+) -> dict[str, Any]:
+    assert server.stderr is not None
+    found = URL_LINE.search(server.stderr.readline())
+    if found is None:
+        raise RuntimeError("outspool serve printed no URL")
+    host, port = found.group(1).decode(), found.group(2).decode()
+    clients = subprocess.Popen(
+        [PYTHON, "-m", "bench.scale.sse_clients", host, port, "2", str(seconds * 6 + 60),
+         f"{first}:{main}", *(f"{i}:1" for i in rest)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )  # fmt: skip
+    wait_for_line(clients, b"connected", 120)
+    watch = Watch(server.pid)
+    watch.start()
+    worker = subprocess.Popen(
+        [OUTSPOOL, "worker", "--db", url, "--burst", "--concurrency", str(len(rest) + 1)],
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "worker.err").open("wb"),
+    )
+    out, _ = clients.communicate(timeout=seconds * 6 + 120)
+    usage = watch.stop()
+    worker.wait(120)
+    got = json.loads(out)
+    expected = main * int(seconds / 0.1) + len(rest) * int(seconds)
+    return {
+        **ms(got["latencies"]),
+        "clients": main + len(rest),
+        "lines_expected": expected,
+        "lines_seen": got["lines"],
+        "finished": got["finished"],
+        "errors": got["errors"],
+        "server_rss_mb": usage.rss_mb,
+        "server_cpu_s": usage.cpu_s,
+        "server_threads": usage.threads,
+        "server_fds": usage.fds,
+    }
+
+
+def _section(
+    mode: str,
+    seconds: float,
+    results: dict[str, dict[str, dict[str, Any]]],
+    missing: dict[str, str],
+) -> Section:
+    section = Section(
+        "watchers",
+        f"many watchers: W SSE clients on one execution (a line every 100 ms) + one on each of"
+        f" N others (a line a second), {seconds:.0f} s, through `outspool serve`",
+        data=results,
+    )
+    section.body += [f"- **{b}: NOT RUN**: {why}" for b, why in missing.items()]
+    rows = [
+        [b, key, r.get("p50_ms"), r.get("p99_ms"), r["server_rss_mb"], r["server_cpu_s"],
+         r["server_threads"], f"{r['lines_seen']:,}/{r['lines_expected']:,}",
+         f"{r['finished']}/{r['clients']}", len(r["errors"])]
+        for b, res in results.items()
+        for key, r in res.items()
+    ]  # fmt: skip
+    section.body += table(
+        ["backend", "W + N clients", "p50 ms", "p99 ms (goal 100)", "server RSS MB",
+         "server CPU s", "server threads", "lines seen", "streams ended", "errors"],
+        rows,
+    )  # fmt: skip
+    series = {
+        b: [(r["clients"], r.get("p99_ms")) for r in res.values()] for b, res in results.items()
+    }
+    name = plots.lines(
+        plot_path(mode, "watchers"),
+        "many watchers: commit -> client p99",
+        "SSE clients",
+        "p99 ms",
+        series,
+        goal=100.0,
+    )
+    if name:
+        section.plots.append(name)
+    return section
