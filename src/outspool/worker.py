@@ -32,6 +32,7 @@ from outspool.models import Execution
 from outspool.runner import program_env
 from outspool.sandbox import Sandbox
 from outspool.settings import Settings
+from outspool.store.base import QUEUE
 
 IDLE_POLL = 0.1  # seconds between looks at the queue when there is nothing to do
 log = logging.getLogger("outspool.worker")
@@ -132,9 +133,22 @@ class Worker:
                 busy = len(self._running)
             if self.burst and not claimed and busy == 0 and outage is None:
                 return
-            if not claimed or busy >= self.concurrency:
+            if not claimed and busy < self.concurrency and outage is None:
+                self._wait_for_jobs()
+            elif not claimed or busy >= self.concurrency:
                 self._wake.wait(IDLE_POLL if outage is None else 1.0)
                 self._wake.clear()
+
+    def _wait_for_jobs(self) -> None:
+        """Idle: until a job is queued (a NOTIFY on PostgreSQL, the next commit to the file
+        on SQLite), a job of ours ends, or IDLE_POLL passes."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        try:
+            self.spool.store.wait(QUEUE, IDLE_POLL)
+        except StoreError:
+            self._wake.wait(IDLE_POLL)
 
     def _claim(self) -> bool:
         """Start as many queued executions as there are free slots; True if any started."""

@@ -16,7 +16,11 @@ from outspool.models import Execution, Outcome, Status, Stream
 from outspool.progress import Progress
 
 #: The storage format version this code writes. Older databases are upgraded on open.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+
+#: The key :meth:`Store.wait` is woken on when an execution is queued (never an ID).
+QUEUE = "queue"
 
 
 @dataclass(frozen=True, slots=True)

@@ -234,7 +234,7 @@ class SqlStore(abc.ABC):
         self, status: Status | None = None, limit: int = 50, before: str | None = None
     ) -> list[Execution]:
         params = {"status": status.value if status else None, "limit": limit, "before": before}
-        return [Execution.from_row(r) for r in self._rows("list_executions", params)]
+        return [Execution.from_row(r) for r in self._rows(_list_query(status), params)]
 
     # --- output ------------------------------------------------------------------------
 
@@ -355,3 +355,8 @@ def statements(script: str) -> list[str]:
     """Split a block of plain DDL (no semicolons inside literals) into statements."""
     body = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
     return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def _list_query(status: Status | None) -> str:
+    """The named query that pages executions (by status: its own index, one page read)."""
+    return "list_executions" if status is None else "list_executions_by_status"

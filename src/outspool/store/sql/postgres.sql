@@ -107,13 +107,23 @@ ALTER TABLE executions ADD COLUMN max_file_size bigint;
 ALTER TABLE executions ADD COLUMN network boolean NOT NULL DEFAULT false;
 ALTER TABLE executions ADD COLUMN secrets text;
 
+-- name: migrate_5
+-- Listing by status walks this index newest first and stops after one page.
+DROP INDEX executions_status;
+CREATE INDEX executions_status ON executions (status, created_at, id);
+
 -- name: insert_execution
-INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
-                        created_at, worker_id, cpu_time, memory, max_processes, max_file_size,
-                        network, secrets)
-VALUES (%(id)s, %(name)s, %(status)s, %(command)s, %(language)s, %(code)s, %(cwd)s, %(env)s,
-        %(timeout)s, %(pty)s, %(created_at)s, %(worker_id)s, %(cpu_time)s, %(memory)s,
-        %(max_processes)s, %(max_file_size)s, %(network)s, %(secrets)s);
+-- A queued execution wakes idle workers (payload 'queue', see store.base.QUEUE).
+WITH inserted AS (
+    INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
+                            created_at, worker_id, cpu_time, memory, max_processes,
+                            max_file_size, network, secrets)
+    VALUES (%(id)s, %(name)s, %(status)s, %(command)s, %(language)s, %(code)s, %(cwd)s,
+            %(env)s, %(timeout)s, %(pty)s, %(created_at)s, %(worker_id)s, %(cpu_time)s,
+            %(memory)s, %(max_processes)s, %(max_file_size)s, %(network)s, %(secrets)s)
+    RETURNING status
+)
+SELECT pg_notify('outspool', 'queue') FROM inserted WHERE status = 'queued';
 
 -- name: mark_running
 WITH changed AS (
@@ -168,10 +178,28 @@ WHERE id >= %(prefix)s::text AND id < %(prefix)s::text || '~'
 ORDER BY id LIMIT 2;
 
 -- name: list_executions
+-- Pages newest first; the bound on created_at is a range the index can seek to.
 SELECT * FROM executions
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+WHERE created_at <= coalesce((SELECT created_at FROM executions WHERE id = %(before)s::text),
+                             'Infinity')
+  AND (created_at < coalesce((SELECT created_at FROM executions WHERE id = %(before)s::text),
+                             'Infinity')
+       OR id < %(before)s::text)
   AND (%(before)s::text IS NULL
-       OR (created_at, id) < (SELECT created_at, id FROM executions WHERE id = %(before)s::text))
+       OR EXISTS (SELECT 1 FROM executions WHERE id = %(before)s::text))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_executions_by_status
+SELECT * FROM executions
+WHERE status = %(status)s::text
+  AND created_at <= coalesce((SELECT created_at FROM executions WHERE id = %(before)s::text),
+                             'Infinity')
+  AND (created_at < coalesce((SELECT created_at FROM executions WHERE id = %(before)s::text),
+                             'Infinity')
+       OR id < %(before)s::text)
+  AND (%(before)s::text IS NULL
+       OR EXISTS (SELECT 1 FROM executions WHERE id = %(before)s::text))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
