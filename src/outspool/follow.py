@@ -48,10 +48,12 @@ def read_range(
     after = -1 if first is None else first - 1
     out = bytearray()
     pos = offset
+    batch = 1  # a chunk holds up to max_chunk_size: a small range needs one or two
     while len(out) < limit:
-        records = store.chunks_after(execution_id, after, _BATCH)
+        records = store.chunks_after(execution_id, after, batch)
         if not records:
             return Range(bytes(out), offset, pos, True)
+        batch = min(batch * 2, _BATCH)
         for record in records:
             after = record.chunk_index
             chunk = decode(record)
