@@ -137,3 +137,21 @@ def test_every_sqlite_query_exists_in_postgres() -> None:
     sqlite_names = _names(SQL_DIR / "sqlite.sql")
     assert sqlite_names == set(queries.load("sqlite"))
     assert sqlite_names - _names(postgres) == set()
+
+
+@pytest.mark.parametrize("name", ["list_executions", "list_executions_by_status"])
+@pytest.mark.parametrize("before", [None, "some-id"])
+def test_listing_seeks_an_index_instead_of_scanning(
+    tmp_path: Path, name: str, before: str | None
+) -> None:
+    """A page costs the same at any size: the plan searches an index, never scans the table
+    (a scan made list(status) take 48 ms at 201,000 executions; bench/scale/growth.py)."""
+    db = tmp_path / "plan.db"
+    _open(db).close()
+    params = {"status": "running", "before": before, "limit": 50}
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        plan = conn.execute("EXPLAIN QUERY PLAN " + queries.load("sqlite")[name], params)
+        steps = [row[3] for row in plan]
+    index = "executions_status" if name.endswith("status") else "executions_created"
+    assert steps[0].startswith(f"SEARCH executions USING INDEX {index} ("), steps
+    assert not any(step.startswith("SCAN executions") for step in steps), steps
