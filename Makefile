@@ -43,11 +43,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install -q --group bench
 	touch $(BENCH_STAMP)
 
-## bench: the full benchmark suite (minutes); writes bench/results/
+## bench: the full benchmark suite (under 30 minutes on 2 idle cores); writes bench/results/
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench --full
 
-## bench-quick: the same scenarios at small sizes (under a minute)
+## bench-quick: the same scenarios at small sizes (a few minutes)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
 

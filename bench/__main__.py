@@ -98,12 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="small sizes, 1 run (default)")
     mode.add_argument("--full", action="store_true", help="issue 5's sizes, median of 3 runs")
     parser.add_argument("--only", help="comma-separated scenario names; prints, writes nothing")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the scale scenarios (issue 13); writes bench/results/<mode>-scale.md",
+    )
     args = parser.parse_args(argv)
     name = "full" if args.full else "quick"
     sizes = FULL if args.full else QUICK
     only = set(args.only.split(",")) if args.only else None
+    if args.scale:
+        only = {s.key for s in sections.SCENARIOS} & (only or {s.key for s in sections.SCENARIOS})
+        name += "-scale"
     started = time.monotonic()
-    notes = _notes(name, sizes)
+    notes = _notes(name, sizes) if not args.scale else _scale_notes()
     missing = outspool_api.available()
     skip = {report.OUTSPOOL: f"NOT RUN: {missing}"} if missing else {}
     if missing:
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         notes=notes,
         sections=extra,
         elapsed=time.monotonic() - started,
-        out_dir=None if only else RESULTS,
+        out_dir=RESULTS if only is None or args.scale else None,
     )
     shutil.rmtree(WORK, ignore_errors=True)
     print(text)
@@ -200,6 +208,15 @@ def _shared(s: Sizes, skip: dict[str, str]) -> list[Row]:
     else:
         rows.append(concurrency.shared_file(report.OUTSPOOL, "outspool", 4, s.shared_lines))
     return rows
+
+
+def _scale_notes() -> list[str]:
+    return [
+        "How to read this: each section says what it times and how; p50/p99 are over the"
+        " calls or lines it names; CPU and RSS are sampled from /proc. The scale scenarios"
+        " only (`python -m bench --scale`); `make bench` runs them after the throughput"
+        " scenarios, in full.md.",
+    ]
 
 
 def _notes(mode: str, s: Sizes) -> list[str]:

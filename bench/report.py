@@ -225,13 +225,16 @@ def write(
         f" (`python -m bench --{mode}`).",
         "",
         *notes,
-        "",
-        "## Goals of issue 5 (outspool's row)",
-        "",
-        "| figure | goal | measured | verdict |",
-        "|---|---|---|---|",
-        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in goals(results, bulk_big)),
     ]
+    if results:
+        parts += [
+            "",
+            "## Goals of issue 5 (outspool's row)",
+            "",
+            "| figure | goal | measured | verdict |",
+            "|---|---|---|---|",
+            *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in goals(results, bulk_big)),
+        ]
     for scenario, rows in results.items():
         parts += ["", f"## {titles[scenario]}", "", table_for(scenario, rows)]
     for section in sections:
@@ -245,7 +248,7 @@ def write(
             "mode": mode,
             "machine": info,
             "elapsed_s": elapsed,
-            "goals": goals(results, bulk_big),
+            "goals": goals(results, bulk_big) if results else [],
             "scenarios": {
                 k: {"title": titles[k], "rows": [asdict(r) for r in v]} for k, v in results.items()
             },

@@ -43,7 +43,7 @@ class Sizes:
 
 
 QUICK = Sizes((1_000, 10_000), 32 * MIB, 100, 3, 5)
-FULL = Sizes((1_000, 100_000, 1_000_000), 1024 * MIB, 200, 10, 20)
+FULL = Sizes((1_000, 100_000, 1_000_000), 1024 * MIB, 100, 5, 10)
 RUNNING = 20
 LIB_OPS = (
     "ls (first page)",

@@ -36,8 +36,8 @@ INTERVAL = 0.1
 
 
 def run(full: bool) -> Section:
-    counts = (100, 300, 1000) if full else (50, 100)
-    seconds = 10.0 if full else 4.0
+    counts = (100, 300, 1000) if full else (25, 50)
+    seconds = 10.0 if full else 3.0
     mode = "full" if full else "quick"
     work = fresh_dir("live")
     results: dict[str, dict[int, dict[str, Any]]] = {}

@@ -24,7 +24,7 @@ CONCURRENCY = 4
 
 
 def run(full: bool) -> Section:
-    jobs = 3000 if full else 300
+    jobs = 3000 if full else 150
     mode = "full" if full else "quick"
     work = fresh_dir("queue")
     results: dict[str, dict[int, dict[str, Any]]] = {}
