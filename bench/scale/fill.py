@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from outspool.runner import new_id
+from outspool.jobs import new_id
 
 SPAN = 30 * 86400.0
 SPACING = SPAN / 1_000_000
