@@ -38,6 +38,18 @@ IDLE_POLL = 0.1  # seconds between looks at the queue when there is nothing to d
 log = logging.getLogger("outspool.worker")
 
 
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit.
+
+    Each running program holds six descriptors here (two pipes, a pidfd, a wake-up pipe,
+    an epoll), so the usual soft default of 1,024 would stop a worker near 170 programs.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class Worker:
     """Runs queued executions from one store until stopped (or, in burst mode, until empty)."""
 
@@ -97,6 +109,7 @@ class Worker:
         """
         if self.settings.sandbox == "bwrap" and (problem := sandbox.problem()) is not None:
             raise ConfigError(problem)
+        raise_open_files_limit()
         try:
             with self.spool:  # left by an exception: what still runs is stopped and recorded
                 _ = self.spool.writer  # registers this worker and starts its heartbeat

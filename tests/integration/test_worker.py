@@ -6,6 +6,8 @@ import logging
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -328,3 +330,19 @@ def test_a_follower_ends_when_the_capturing_process_dies(
     assert follower.returncode == 0
     assert record(str(db_path), execution_id)["status"] == "lost"
     assert out == stored(str(db_path), execution_id)
+
+
+def test_a_worker_raises_its_open_files_limit_to_the_hard_limit() -> None:
+    """Six descriptors per running program: a soft limit of 1,024 would cap a worker near
+    170 programs (bench/scale/live_many.py runs 1,000)."""
+    code = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(64, hard), hard))\n"
+        "from outspool.worker import raise_open_files_limit\n"
+        "raise_open_files_limit()\n"
+        "print(*resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    soft, hard = map(int, done.stdout.split())
+    assert soft == hard
