@@ -47,6 +47,7 @@ def lines(
     if logy:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return _save(plt, fig, ax, path)
 
