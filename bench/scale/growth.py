@@ -110,10 +110,10 @@ def _grow(url: str, sizes: Sizes, work: Path) -> dict[str, Any]:
 
 def _leave_running(spool: Any) -> None:
     """An execution recorded as running (its program is not alive; nobody recovers here)."""
+    from outspool import Job
     from outspool.jobs import new_id
-    from outspool.store.base import NewExecution
 
-    spool.store.create(NewExecution(command=("sleep", "3600")), new_id(), time.time())
+    spool.store.create(Job(command=("sleep", "3600")), new_id(), time.time())
 
 
 def _lib_ops(
