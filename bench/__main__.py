@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from bench import concurrency, live, outspool_api, report, sandbox, sections
+from bench import concurrency, find, live, outspool_api, report, sandbox, sections
 from bench import contenders as c
 from bench.common import MIB, RESULTS, WORK, Row
 from bench.scale.common import Section
@@ -165,6 +165,7 @@ def _run_all(
     jobs, mib = (500, 256) if sizes.runs > 1 else (100, 32)
     title = f"sandbox: {jobs} trivial jobs, runs of `true`, {mib} MiB captured, with and without"
     scenario("sandbox", title, partial(sandbox.run, jobs, mib, sizes.runs))
+    _find_scenarios(sizes, scenario)
     return results, titles
 
 
@@ -177,6 +178,23 @@ def _run_sections(full: bool, only: set[str] | None) -> list[Section]:
             done.append(scenario.run(full))
             print(f"   ({time.monotonic() - began:.1f} s)", file=sys.stderr, flush=True)
     return done
+
+
+def _find_scenarios(
+    s: Sizes, scenario: Callable[[str, str, Callable[[], list[Row]]], None]
+) -> None:
+    """Issue 11: what per-line times cost, how fast grep scans (bench/find.py)."""
+    rounds = max(3, s.runs)
+    for kind, count, what in (
+        ("bulk", s.bulk[0], _size(s.bulk[0])),
+        ("lines", s.lines, f"{s.lines:,} lines"),
+    ):
+        title = f"line times: cost on {kind} ({what}), {rounds} alternating rounds, in process"
+        scenario(f"linetimes-{kind}", title, partial(find.linetimes, kind, count, rounds))
+    title = f"line times: writer CPU per {_size(s.bulk[0])} of bulk, encoding with and without"
+    scenario("linetimes-encode", title, partial(find.encode_cost, "bulk", s.bulk[0], rounds * 3))
+    title = f"grep: scan rate over {_size(s.bulk[0])} of stored log lines, in process"
+    scenario("grep", title, partial(find.grep, s.bulk[0], rounds))
 
 
 def _trickle(count: int, skip: dict[str, str]) -> list[Row]:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -165,3 +166,21 @@ def capture_then_kill_it(
     capturer.send_signal(signal.SIGKILL)
     capturer.wait(30)
     return execution_id, grandchild
+
+
+class Lines:
+    """Collects a pipe's output in a thread, so the test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.data = bytearray()
+        self._pipe = proc.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while piece := os.read(self._pipe.fileno(), 4096):
+            self.data.extend(piece)
+
+    def has(self, text: bytes) -> bool:
+        return text in self.data

@@ -33,11 +33,12 @@ class FlushPolicy:
 class OutputBuffer:
     """Pending output of one execution: ``(stream, bytes)`` reads in arrival order."""
 
-    __slots__ = ("_lines", "_policy", "_segments", "_size", "first_pending_at")
+    __slots__ = ("_lines", "_policy", "_segments", "_size", "_stamps", "first_pending_at")
 
     def __init__(self, policy: FlushPolicy) -> None:
         self._policy = policy
         self._segments: list[tuple[Stream, bytes]] = []
+        self._stamps: list[int] = []  # wall-clock ms of each read (outspool.linetimes)
         self._size = 0
         self._lines = 0
         self.first_pending_at: float | None = None
@@ -52,11 +53,13 @@ class OutputBuffer:
         """Newlines pending (counted only while the size alone does not make it due)."""
         return self._lines
 
-    def append(self, stream: Stream, data: bytes, now: float) -> None:
-        """Add bytes read from ``stream`` (kept by reference: the caller must not mutate them)."""
+    def append(self, stream: Stream, data: bytes, now: float, ms: int = 0) -> None:
+        """Add bytes read from ``stream`` at wall-clock ``ms`` (kept by reference: the caller
+        must not mutate them); ``now`` is the policy's clock."""
         if not data:
             return
         self._segments.append((stream, data))
+        self._stamps.append(ms)
         if self._size <= self._policy.max_buffer_size:  # past it, lines cannot matter
             self._lines += data.count(b"\n")
         self._size += len(data)
@@ -83,8 +86,13 @@ class OutputBuffer:
 
     def take(self) -> list[tuple[Stream, bytes]]:
         """Hand over everything pending and start empty (atomic under the caller's lock)."""
+        return self.take_timed()[0]
+
+    def take_timed(self) -> tuple[list[tuple[Stream, bytes]], list[int]]:
+        """Like :meth:`take`, with the ms each read arrived at."""
         segments, self._segments = self._segments, []
+        stamps, self._stamps = self._stamps, []
         self._size = 0
         self._lines = 0
         self.first_pending_at = None
-        return segments
+        return segments, stamps

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -15,20 +16,24 @@ from typing import Any, TypeVar
 
 import click
 
-from outspool import __version__
+from outspool import __version__, display, labels, watch
 from outspool.client import Outspool, Running
-from outspool.errors import InvalidStateError, OutspoolError
+from outspool.errors import ConfigError, InvalidStateError, OutspoolError
 from outspool.isolation import become_subreaper
 from outspool.jobs import Job
+from outspool.lines import LineSplitter
+from outspool.logview import LineView
 from outspool.models import Execution, Status, Stream
 from outspool.process import limit_malloc_arenas
+from outspool.search import Window, compile_pattern
 from outspool.settings import Settings
+from outspool.when import parse_when
 from outspool.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 STREAMS = {"stdout": Stream.STDOUT, "stderr": Stream.STDERR, "all": None}
 EXIT_USAGE = 2
-EXIT_TIMEOUT = 124
+EXIT_TIMEOUT = display.EXIT_TIMEOUT
 
 
 def db_option(func: F) -> F:
@@ -38,6 +43,10 @@ def db_option(func: F) -> F:
         help="Database: a file path, sqlite:///path or postgresql://... "
         "[default: $OUTSPOOL_DB, else a file in your data directory]",
     )(func)
+
+
+def label_option(text: str) -> Callable[[F], F]:
+    return click.option("--label", "label_pairs", multiple=True, metavar="KEY=VALUE", help=text)
 
 
 def _parse_env(
@@ -92,6 +101,15 @@ def _limit_options() -> list[Callable[[F], F]]:
     ]
 
 
+def _parse_labels(
+    ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]
+) -> dict[str, str]:
+    try:
+        return labels.parse_all(pairs)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 def program_options(timeout_help: str) -> Callable[[F], F]:
     """What to run and how, shared by ``run`` and ``submit``: one option per field of
     :class:`~outspool.jobs.Job`, named like it (see :func:`job_of`)."""
@@ -124,6 +142,14 @@ def program_options(timeout_help: str) -> Callable[[F], F]:
                 "submit: a fresh temporary one].",
             ),
             *_limit_options(),
+            click.option(
+                "--label",
+                "labels",
+                multiple=True,
+                metavar="KEY=VALUE",
+                callback=_parse_labels,
+                help="A label to find the execution by (repeatable).",
+            ),
         ]
         for option in reversed(options):
             func = option(func)
@@ -158,16 +184,27 @@ def job_of(command: tuple[str, ...], options: dict[str, Any]) -> Job:
     return Job(command=command, **options)
 
 
+def chosen_db(db: str | None) -> str | None:
+    """The command's ``--db``, else the one given before the command (``outspool --db x ls``)."""
+    if db is not None:
+        return db
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    given: str | None = root.params.get("db") if root else None
+    return given
+
+
 @contextmanager
 def spool(db: str | None, *, create: bool = True) -> Iterator[Outspool]:
     """The library on ``db``; ``create=False`` (read-only commands) never creates a store."""
-    with Outspool(db, Settings.load(), create=create) as opened:
+    with Outspool(chosen_db(db), Settings.load(), create=create) as opened:
         yield opened
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="outspool")
-def cli() -> None:
+@db_option
+def cli(db: str | None) -> None:
     """Capture every byte a program prints, watch it live, keep it in a database."""
 
 
@@ -235,80 +272,133 @@ def _wait_forwarding_signals(handle: Running) -> Execution:
 
 
 def _exit_code(ex: Execution) -> int:
-    if ex.status is Status.TIMED_OUT:
-        return EXIT_TIMEOUT
-    if ex.signal is not None:
-        return 128 + ex.signal
-    return ex.exit_code if ex.exit_code is not None else 1
+    code = display.exit_code(ex)
+    return 1 if code is None else code
 
 
 # --- logs --------------------------------------------------------------------------------
 
 
+def when_option(name: str, text: str) -> Callable[[F], F]:
+    return click.option(name, metavar="TIME", help=f"{text} (RFC 3339, or a duration: 10m, 2h).")
+
+
 @cli.command()
 @db_option
-@click.argument("execution_id", metavar="ID")
+@click.argument("refs", metavar="ID|NAME...", nargs=-1)
 @click.option("--stream", type=click.Choice(list(STREAMS)), default="all", show_default=True)
 @click.option(
-    "--tail", "tail_lines", type=click.IntRange(min=0), metavar="N", help="Only the last N lines."
+    "--tail", "-n", "tail_lines", type=click.IntRange(min=0), metavar="N", help="The last N lines."
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until it ends.")
+@click.option("--timestamps", "-t", is_flag=True, help="Prefix each line with its time (UTC).")
+@when_option("--since", "Only lines read at or after TIME")
+@when_option("--until", "Only lines read before TIME")
+@click.option("--json", "as_json", is_flag=True, help='One {"time","stream","text"} per line.')
 @click.option("--raw", is_flag=True, help="Write the exact stored bytes (no UTF-8 decoding).")
+@label_option("Follow every execution with this label, also those starting later.")
 def logs(
     db: str | None,
-    execution_id: str,
+    refs: tuple[str, ...],
     stream: str,
     tail_lines: int | None,
     follow: bool,
+    timestamps: bool,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
     raw: bool,
+    label_pairs: tuple[str, ...],
 ) -> None:
-    """Print the output of execution ID (a unique prefix is enough)."""
-    which = STREAMS[stream]
-    out = _Printer(raw)
+    """Print the output of executions by ID (a unique prefix is enough) or name.
+
+    \b
+    outspool logs build -t --since 10m
+    outspool logs -f --label ci=nightly
+    """
+    now = time.time()
+    view = LineView(
+        STREAMS[stream],
+        timestamps=timestamps,
+        as_json=as_json,
+        raw=raw,
+        since=parse_when(since, now) if since else None,
+        until=parse_when(until, now) if until else None,
+    )
+    wanted = labels.parse_all(label_pairs)
+    if not refs and not wanted:
+        raise click.UsageError("give an ID or name, or --label")
     with spool(db, create=False) as sp:
-        ex = sp.get(execution_id)
-        offset = 0
-        if tail_lines is not None:
-            last = sp.tail(ex.id, tail_lines, which)
-            out.write(last.data)
-            offset = last.next_offset
-        elif not follow:
-            for piece in sp.iter_output(ex.id, which):
-                out.write(piece)
-        if follow:
-            _follow(sp, ex.id, which, offset, out)
-    out.close()
+        if len(refs) > 1 or wanted:
+            _many(sp, refs, wanted, follow, view)
+        elif view.by_line:
+            _lines_of(sp, sp.get(refs[0]).id, tail_lines, follow, view)
+        else:
+            _bytes_of(sp, sp.get(refs[0]).id, tail_lines, follow, view)
+    view.close()
 
 
-def _follow(
-    sp: Outspool, execution_id: str, which: Stream | None, offset: int, out: _Printer
+def _bytes_of(
+    sp: Outspool, execution_id: str, tail_lines: int | None, follow: bool, view: LineView
 ) -> None:
+    """The exact stored bytes (decoded unless --raw), as ``logs`` prints by default."""
+    offset = 0
+    if tail_lines is not None:
+        last = sp.tail(execution_id, tail_lines, view.stream)
+        view.write(last.data)
+        offset = last.next_offset
+    elif not follow:
+        for piece in sp.iter_output(execution_id, view.stream):
+            view.write(piece)
+    if follow:
+        _follow(sp, execution_id, offset, view)
+
+
+def _lines_of(
+    sp: Outspool, execution_id: str, tail_lines: int | None, follow: bool, view: LineView
+) -> None:
+    """Lines with their times (-t, --json, --since, --until)."""
+    offset = 0
+    if tail_lines is not None:
+        offset = sp.tail(execution_id, tail_lines, view.stream).offset
+    splitter = LineSplitter(view.stream, offset)
+    follower = sp.follow(execution_id, view.stream, offset)
+    while not follower.done:
+        chunks = follower.poll_chunks() if follow else follower.read_chunks()
+        if not chunks and not follow:
+            break
+        for chunk in chunks:
+            view.lines(splitter.feed(chunk))
+    last = splitter.finish()
+    view.lines([last] if last else [])
+
+
+def _many(
+    sp: Outspool,
+    refs: tuple[str, ...],
+    wanted: dict[str, str],
+    follow: bool,
+    view: LineView,
+) -> None:
+    """Several executions, each line prefixed with its name or short ID."""
+    found = [sp.get(ref) for ref in refs]
+    if wanted:
+        found += sp.list(labels=wanted, limit=watch.DISCOVER_LIMIT)[::-1]
+    unique = {ex.id: ex for ex in found}
+    watcher = sp.watch(tuple(unique.values()), wanted if follow else None, view.stream)
+    while not watcher.done:
+        got = watcher.poll() if follow else watcher.poll(0)
+        if not got and not follow:
+            break
+        for ex, line in got:
+            view.lines([line], ex)
+
+
+def _follow(sp: Outspool, execution_id: str, offset: int, view: LineView) -> None:
     """Print new output until the execution ends, or until the process capturing it
     is found lost (then it is marked ``lost`` and the follow ends; nothing is killed)."""
-    for _, piece in sp.follow(execution_id, which, offset):
-        out.write(piece)
-
-
-class _Printer:
-    """Writes output bytes to stdout: exact with --raw, else decoded as UTF-8 with
-    replacement (a character split across two chunks is decoded whole)."""
-
-    def __init__(self, raw: bool) -> None:
-        self._raw = raw
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._out = sys.stdout.buffer
-
-    def write(self, data: bytes) -> None:
-        if not self._raw:
-            data = self._decoder.decode(data).encode("utf-8", "surrogateescape")
-        if data:
-            self._out.write(data)
-            self._out.flush()
-
-    def close(self) -> None:
-        if not self._raw:
-            self.write(self._decoder.decode(b"", final=True).encode())
-        self._out.flush()
+    for _, piece in sp.follow(execution_id, view.stream, offset):
+        view.write(piece)
 
 
 # --- show / ls ---------------------------------------------------------------------------
@@ -316,52 +406,80 @@ class _Printer:
 
 @cli.command()
 @db_option
-@click.argument("execution_id", metavar="ID")
+@click.argument("execution_id", metavar="ID|NAME")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def show(db: str | None, execution_id: str, as_json: bool) -> None:
-    """Show the record of execution ID: status, exit code, sizes, progress."""
+    """Show the record of an execution: status, exit code, labels, sizes, progress."""
     with spool(db, create=False) as sp:
         ex = sp.get(execution_id)
     if as_json:
         click.echo(json.dumps(ex.to_json(), indent=2))
         return
-    for key, value in ex.to_json().items():
-        if value is not None and value != "":
-            shown = " ".join(value) if key == "command" else value
-            click.echo(f"{key + ':':<18}{shown}")
+    shown = {**ex.to_json(), "exit_code": display.shown_exit(ex) or None}  # as the shell says
+    for key, value in shown.items():
+        if value is not None and value not in ("", {}):
+            click.echo(f"{key + ':':<18}{_shown(key, value)}")
+
+
+def _shown(key: str, value: Any) -> str:
+    if key == "command":
+        return display.one_line(shlex.join(value))
+    if key == "labels":
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if key == "code":
+        return display.one_line(value)
+    return str(value)
 
 
 @cli.command(name="ls")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="A JSON array.")
 @click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+@click.option("--name", help="Only executions with this name.")
+@label_option("Only executions with this label (repeatable: all must match).")
+@when_option("--since", "Only executions created at or after TIME")
+@click.option("--ago", is_flag=True, help="Show start times as ages (5m ago).")
 @click.option("--limit", type=click.IntRange(min=1, max=10_000), default=20, show_default=True)
-def ls(db: str | None, as_json: bool, status: str | None, limit: int) -> None:
-    """List executions, newest first."""
+def ls(
+    db: str | None,
+    as_json: bool,
+    status: str | None,
+    name: str | None,
+    label_pairs: tuple[str, ...],
+    since: str | None,
+    ago: bool,
+    limit: int,
+) -> None:
+    """List executions, newest first. Exit codes as the shell shows them (143: signal 15)."""
+    now = time.time()
     with spool(db, create=False) as sp:
-        found = sp.list(Status(status) if status else None, limit)
+        found = sp.list(
+            Status(status) if status else None,
+            limit,
+            name=name,
+            labels=labels.parse_all(label_pairs),
+            since=parse_when(since, now) if since else None,
+        )
     if as_json:
         click.echo(json.dumps([ex.to_json() for ex in found], indent=2))
         return
+    colour = display.use_colour(sys.stdout)
     click.echo(
-        f"{'ID':<16}  {'STATUS':<9}  {'EXIT':>4}  {'STARTED':<19}  {'OUTPUT':>9}  "
+        f"{'ID':<16}  {'STATUS':<9}  {'EXIT':>4}  {'STARTED':<24}  {'OUTPUT':>9}  "
         f"{'PROGRESS':<16}  COMMAND"
     )
     for ex in found:
-        click.echo(_row(ex))
+        click.echo(_row(ex, colour, now if ago else None))
 
 
-def _row(ex: Execution) -> str:
-    code = "" if ex.exit_code is None else str(ex.exit_code)
-    if ex.signal is not None:
-        code = f"-{ex.signal}"
-    started = (ex.to_json()["started_at"] or "")[:19].replace("T", " ")
+def _row(ex: Execution, colour: bool, now: float | None) -> str:
+    when = ex.started_at or ex.created_at
+    started = display.relative(when, now) if now is not None else display.local_time(when)
     size = _human(ex.stdout_size + ex.stderr_size)
-    progress = (ex.progress or "")[:16]
-    what = ex.name or " ".join(ex.command)
+    progress = display.one_line(ex.progress or "", 16)
     return (
-        f"{ex.id:<16}  {ex.status.value:<9}  {code:>4}  {started:<19}  {size:>9}  "
-        f"{progress:<16}  {what[:60]}"
+        f"{ex.id:<16}  {display.status_text(ex.status, colour)}  {display.shown_exit(ex):>4}  "
+        f"{started:<24}  {size:>9}  {progress:<16}  {display.command_line(ex, 60)}"
     )
 
 
@@ -372,6 +490,95 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+# --- grep / wait -------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.argument("pattern")
+@click.argument("refs", metavar="[ID|NAME]...", nargs=-1)
+@label_option("Search executions with this label (repeatable: all must match).")
+@when_option("--since", "Only lines read at or after TIME")
+@when_option("--until", "Only lines read before TIME")
+@click.option("--stream", type=click.Choice(list(STREAMS)), default="all", show_default=True)
+@click.option("--ignore-case", "-i", is_flag=True, help="Match regardless of case.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Search at most this many executions (newest first) when none is named.",
+)
+def grep(
+    db: str | None,
+    pattern: str,
+    refs: tuple[str, ...],
+    label_pairs: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    stream: str,
+    ignore_case: bool,
+    limit: int,
+) -> None:
+    """Print ID:LINE:TEXT for each line matching PATTERN (a Python regular expression).
+
+    Searches the named executions, else every execution (with --label: those with the
+    labels). Exits 0 if a line matched, 1 if none did, 2 on an error, like grep.
+
+    \b
+    outspool grep -i 'error|warning' build
+    outspool grep --label ci=nightly --since 1h Traceback
+    """
+    now = time.time()
+    rx = compile_pattern(pattern, ignore_case)
+    low = parse_when(since, now) if since else None
+    high = parse_when(until, now) if until else None
+    matched = False
+    with spool(db, create=False) as sp:
+        for ex in _searched(sp, refs, labels.parse_all(label_pairs), low, limit):
+            for m in sp.search(ex.id, rx, STREAMS[stream], Window.of(low, high)):
+                click.echo(f"{m.execution_id}:{m.line}:{m.text}")
+                matched = True
+    sys.exit(0 if matched else 1)
+
+
+def _searched(
+    sp: Outspool, refs: tuple[str, ...], wanted: dict[str, str], since: float | None, limit: int
+) -> list[Execution]:
+    if refs:
+        return [sp.get(ref) for ref in refs]
+    found = sp.list(labels=wanted, limit=limit)
+    return [ex for ex in found if since is None or not ex.finished_at or ex.finished_at >= since]
+
+
+@cli.command(name="wait")
+@db_option
+@click.argument("refs", metavar="ID|NAME...", nargs=-1, required=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Give up after this long; exit 124.",
+)
+def wait_cmd(db: str | None, refs: tuple[str, ...], timeout: float | None) -> None:
+    """Wait for executions to end. Exits like `run` for one (its exit code, 128+N for signal
+    N, 124 on timeout); with several, 0 if all succeeded, else 1."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    final: list[Execution] = []
+    with spool(db, create=False) as sp:
+        targets = [sp.get(ref).id for ref in refs]
+        for execution_id in targets:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                final.append(sp.wait(execution_id, left))
+            except TimeoutError as exc:
+                click.echo(f"outspool: {exc}", err=True)
+                sys.exit(EXIT_TIMEOUT)
+    if len(final) == 1:
+        sys.exit(_exit_code(final[0]))
+    sys.exit(0 if all(ex.status is Status.SUCCEEDED for ex in final) else 1)
 
 
 # --- the queue ---------------------------------------------------------------------------
@@ -403,10 +610,18 @@ def submit(db: str | None, command: tuple[str, ...], **options: Any) -> None:
     help="Run up to N programs at once [default: CPU count].",
 )
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
-def worker(db: str | None, concurrency: int | None, burst: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    metavar="PORT",
+    help="Serve Prometheus /metrics on 127.0.0.1:PORT (needs the web extra).",
+)
+def worker(db: str | None, concurrency: int | None, burst: bool, metrics_port: int | None) -> None:
     """Run queued executions until stopped (SIGTERM/SIGINT: drain; twice: stop now)."""
-    w = Worker(db, Settings.load(), concurrency, burst)
+    w = Worker(chosen_db(db), Settings.load(), concurrency, burst)
     become_subreaper()
+    if metrics_port is not None:
+        _serve_metrics(w.spool, metrics_port)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         w.stop(force=w.stopping)  # the second signal stops at once
@@ -442,6 +657,17 @@ def recover(db: str | None) -> None:
     click.echo(f"{len(lost)} execution(s) marked lost", err=True)
 
 
+def _serve_metrics(sp: Outspool, port: int) -> None:
+    try:
+        from outspool.metrics import serve_metrics
+    except ImportError as exc:
+        raise OutspoolError(f"metrics need: pip install 'outspool[web]' ({exc})") from None
+    try:
+        serve_metrics(sp, port)
+    except OSError as exc:
+        raise OutspoolError(f"cannot serve metrics on port {port}: {exc.strerror}") from None
+
+
 # --- web ---------------------------------------------------------------------------------
 
 
@@ -461,7 +687,7 @@ def serve(db: str | None, host: str, port: int, token: str | None) -> None:
     except ImportError as exc:
         raise OutspoolError(f"the web monitor needs: pip install 'outspool[web]' ({exc})") from None
     settings = Settings.load()
-    run_server(db, settings, host=host, port=port, token=token or settings.token)
+    run_server(chosen_db(db), settings, host=host, port=port, token=token or settings.token)
 
 
 # --- entry point -------------------------------------------------------------------------

@@ -15,9 +15,10 @@ stops them (``cancelled``) instead. Either way their output and ending are store
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Unpack
@@ -31,18 +32,22 @@ from outspool.follow import (
     read_all,
     read_range,
     tail,
+    wait_for,
 )
 from outspool.follow import to_thread as _to_thread
 from outspool.heartbeat import Heartbeat
 from outspool.isolation import Isolation
 from outspool.jobs import Command, Job, JobOptions, as_command, new_id
+from outspool.lines import Line, iter_lines, line_starts
 from outspool.models import Execution, Status, Stream
 from outspool.pieces import PieceRange, line_boundary, read_pieces
 from outspool.runner import Execute, check_runnable, program_env
 from outspool.sandbox import Sandbox
 from outspool.sandbox import problem as sandbox_problem
+from outspool.search import Match, Window, search
 from outspool.settings import Settings
 from outspool.store import Store, open_store
+from outspool.watch import Selector, Watch
 from outspool.writer import Writer
 
 
@@ -232,6 +237,11 @@ class Outspool:
                 self._writer = Writer(self.store, self.settings).start()
             return self._writer
 
+    @property
+    def started_writer(self) -> Writer | None:
+        """The writer if this process has started one (nothing is started by asking)."""
+        return self._writer
+
     def _cancel_requested(self, execution_id: str, reason: str | None) -> None:
         with self._lock:
             handle = self._running.get(execution_id)
@@ -397,13 +407,63 @@ class Outspool:
     # --- reading -----------------------------------------------------------------------
 
     def get(self, execution_id: str) -> Execution:
-        """One execution, by ID or unique ID prefix."""
+        """One execution by ID or unique ID prefix, else the newest with that name."""
         return self.store.get(execution_id)
 
     def list(
-        self, status: Status | None = None, limit: int = 50, before: str | None = None
+        self,
+        status: Status | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        since: float | None = None,
     ) -> list[Execution]:
-        return self.store.list_executions(status, limit, before)
+        """Executions, newest first, with this name, all these labels, created since then."""
+        return self.store.list_executions(
+            status, limit, before, name=name, labels=labels, since=since
+        )
+
+    def wait(self, execution_id: str, timeout: float | None = None) -> Execution:
+        """Block until an execution (run by any process) has ended; its final record.
+
+        TimeoutError after ``timeout`` seconds. A capture that died ends it as ``lost``.
+        """
+        ex = self.get(execution_id)
+        return wait_for(self.store, ex.id, timeout, self.settings.heartbeat_timeout)
+
+    def lines(self, execution_id: str, stream: Stream | None = None) -> Iterator[Line]:
+        """Stored output as lines, each with the time it was read and its stream."""
+        return iter_lines(self.store, self.get(execution_id).id, stream)
+
+    def line_starts(
+        self, execution_id: str, stream: Stream | None, offset: int, data: bytes
+    ) -> Sequence[tuple[int, int]]:
+        """``(position, ms)`` of the first byte of ``data`` (a range stored from ``offset``)
+        and of every line start in it: when each was read."""
+        return line_starts(self.store, self.get(execution_id).id, stream, offset, data)
+
+    def search(
+        self,
+        execution_id: str,
+        pattern: re.Pattern[str],
+        stream: Stream | None = None,
+        window: Window | None = None,
+    ) -> Iterator[Match]:
+        """The lines of an execution matching ``pattern`` (see :mod:`outspool.search`)."""
+        return search(self.store, self.get(execution_id).id, pattern, stream, window)
+
+    def watch(
+        self,
+        executions: Sequence[Execution] = (),
+        labels: Mapping[str, str] | None = None,
+        stream: Stream | None = None,
+    ) -> Watch:
+        """Whole lines of several executions as they are stored, and, with ``labels``, of
+        every execution with those labels that starts from now on."""
+        selector = Selector(tuple(executions), dict(labels or {}))
+        return Watch(self.store, selector, stream, lost_after=self.settings.heartbeat_timeout)
 
     def read(self, execution_id: str, stream: Stream | None = None) -> bytes:
         """The whole stored output of a stream (``None``: both, in arrival order)."""

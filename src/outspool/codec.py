@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import zstandard
 
+from outspool import linetimes
 from outspool.errors import StoreError
 from outspool.models import Chunk, Stream
 
@@ -42,6 +43,7 @@ class ChunkRecord:
     runs: bytes | None
     stdout: bytes | None
     stderr: bytes | None
+    line_times: bytes | None = None  #: when each read arrived (outspool.linetimes)
 
 
 class Encoder:
@@ -57,8 +59,19 @@ class Encoder:
         offsets: tuple[int, int],
         segments: Sequence[tuple[Stream, bytes]],
         timestamp: float,
+        *,
+        stamps: Sequence[int] | None = None,
     ) -> ChunkRecord:
-        """Encode ``segments`` (non-empty) whose streams start at ``offsets``."""
+        """Encode ``segments`` (non-empty) whose streams start at ``offsets``.
+
+        ``stamps``: the wall-clock ms of each read; the chunk's timestamp becomes the first.
+        """
+        line_times = None
+        if stamps:
+            base, line_times = linetimes.encode(
+                linetimes.group([len(d) for _, d in segments], stamps)
+            )
+            timestamp = base / 1000
         out = b"".join(d for s, d in segments if s is Stream.STDOUT)
         err = b"".join(d for s, d in segments if s is Stream.STDERR)
         runs = _encode_runs(segments) if out and err else None
@@ -80,6 +93,7 @@ class Encoder:
             runs=runs,
             stdout=out_blob if out else None,
             stderr=err_blob if err else None,
+            line_times=line_times,
         )
 
 
@@ -113,7 +127,19 @@ def decode(record: ChunkRecord) -> Chunk:
         stderr=err,
         runs=runs,
         timestamp=record.timestamp,
+        times=_times(record),
     )
+
+
+def _times(record: ChunkRecord) -> tuple[linetimes.Group, ...]:
+    if record.line_times is None:
+        return ()
+    try:
+        base = round(record.timestamp * 1000)
+        total = record.stdout_size + record.stderr_size
+        return linetimes.decode(base, record.line_times, total)
+    except StoreError as exc:
+        raise StoreError(f"chunk {record.chunk_index} of {record.execution_id}: {exc}") from None
 
 
 def _decode_blob(record: ChunkRecord, blob: bytes | None, size: int) -> bytes:

@@ -27,6 +27,16 @@ class NotFoundError(OutspoolError):
     """No execution has the given ID."""
 
 
+class AmbiguousError(NotFoundError):
+    """An ID prefix matches several executions."""
+
+
+def ambiguous(prefix: str, ids: list[str]) -> AmbiguousError:
+    """The one line for a prefix of several IDs, listing a few of them."""
+    shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return AmbiguousError(f"{prefix!r} matches several executions ({shown}): give more of the ID")
+
+
 class SpawnError(OutspoolError):
     """The program could not be started (not found, not executable, bad cwd)."""
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from outspool.codec import decode
+from outspool.codec import ChunkRecord, decode
 from outspool.heartbeat import end_lost
 from outspool.models import Chunk, Execution, Stream
 from outspool.store.base import Store
@@ -32,7 +32,8 @@ class Range:
     eof: bool  # True when fewer than ``limit`` bytes were stored past ``offset``
 
 
-def _start(chunk: Chunk, stream: Stream | None) -> int:
+def chunk_start(chunk: Chunk, stream: Stream | None) -> int:
+    """Where ``chunk``'s bytes of a stream (None: merged) start within that stream."""
     if stream is Stream.STDOUT:
         return chunk.stdout_offset
     if stream is Stream.STDERR:
@@ -58,7 +59,7 @@ def read_range(
             after = record.chunk_index
             chunk = decode(record)
             data = chunk.data(stream)
-            start = _start(chunk, stream)
+            start = chunk_start(chunk, stream)
             if start + len(data) <= pos:
                 continue
             piece = data[pos - start : pos - start + (limit - len(out))]
@@ -77,19 +78,24 @@ def read_all(store: Store, execution_id: str, stream: Stream | None) -> bytes:
     return bytes(out)
 
 
-def iter_output(
-    store: Store, execution_id: str, stream: Stream | None, after: int = -1
-) -> Iterator[bytes]:
-    """Stored output, chunk by chunk, without holding more than a batch in memory."""
+def iter_chunks(store: Store, execution_id: str, after: int = -1) -> Iterator[ChunkRecord]:
+    """Stored chunk rows after index ``after``, in order, a batch at a time."""
     while True:
         records = store.chunks_after(execution_id, after, _BATCH)
         if not records:
             return
-        for record in records:
-            after = record.chunk_index
-            data = decode(record).data(stream)
-            if data:
-                yield data
+        yield from records
+        after = records[-1].chunk_index
+
+
+def iter_output(
+    store: Store, execution_id: str, stream: Stream | None, after: int = -1
+) -> Iterator[bytes]:
+    """Stored output, chunk by chunk, without holding more than a batch in memory."""
+    for record in iter_chunks(store, execution_id, after):
+        data = decode(record).data(stream)
+        if data:
+            yield data
 
 
 def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = None) -> Range:
@@ -114,7 +120,7 @@ def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = No
             if not data:
                 continue
             if end is None:
-                end = _start(chunk, stream) + len(data)
+                end = chunk_start(chunk, stream) + len(data)
             newlines += data.count(b"\n") - (1 if not pieces and data.endswith(b"\n") else 0)
             pieces.append(data)
             if newlines >= lines:
@@ -142,6 +148,32 @@ def _stored_size(store: Store, execution_id: str, stream: Stream | None) -> int:
     if stream is Stream.STDERR:
         return ex.stderr_size
     return ex.stdout_size + ex.stderr_size
+
+
+def wait_for(
+    store: Store, execution_id: str, timeout: float | None = None, lost_after: float | None = None
+) -> Execution:
+    """The final record of ``execution_id`` once it has ended (TimeoutError after ``timeout``).
+
+    With ``lost_after``, an execution whose capturing process stopped heartbeating that
+    long ago is marked ``lost`` (as a follower does), so a wait never outlasts a dead capture.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    next_check = time.monotonic() + (lost_after or 0) / 4
+    while True:
+        ex = store.get(execution_id)
+        if ex.status.finished:
+            return ex
+        if lost_after is not None and time.monotonic() >= next_check:
+            next_check = time.monotonic() + lost_after / 4
+            if end_lost(store, lost_after, execution_id):
+                continue
+        left = 1.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(
+                f"execution {execution_id} still {ex.status.value} after {timeout} s"
+            )
+        store.wait(execution_id, min(left, 1.0))
 
 
 class Follower:
@@ -181,14 +213,23 @@ class Follower:
 
     def poll(self, timeout: float = 1.0) -> list[tuple[Stream, bytes]]:
         """New output, waiting up to ``timeout`` seconds when there is none yet."""
-        found = self.read()
-        if found or self.done or timeout <= 0:
-            return found
-        self.wait(timeout)
-        return self.read()
+        return self._fresh(self.poll_chunks(timeout))
 
     def read(self) -> list[tuple[Stream, bytes]]:
         """What was committed since the last call (at most ``batch`` chunks), without waiting."""
+        return self._fresh(self.read_chunks())
+
+    def poll_chunks(self, timeout: float = 1.0) -> list[Chunk]:
+        """Like :meth:`poll`, as whole decoded chunks (for readers that cut lines): the
+        first may start before ``offset``, which they leave where it was."""
+        found = self.read_chunks()
+        if found or self.done or timeout <= 0:
+            return found
+        self.wait(timeout)
+        return self.read_chunks()
+
+    def read_chunks(self) -> list[Chunk]:
+        """Like :meth:`read`, as whole decoded chunks."""
         if self.done:
             return []
         record = self.store.get(self.execution_id)  # before the chunks: the end follows them
@@ -199,7 +240,7 @@ class Follower:
         if record.status.finished:
             self.done = True
         elif not found and self._capture_lost():
-            return self.read()
+            return self.read_chunks()
         return found
 
     def wait(self, timeout: float) -> None:
@@ -221,14 +262,17 @@ class Follower:
         self._next_lost_check = time.monotonic() + self.lost_after / 4
         return bool(end_lost(self.store, self.lost_after, self.execution_id))
 
-    def _fetch(self) -> tuple[list[tuple[Stream, bytes]], bool]:
-        out: list[tuple[Stream, bytes]] = []
+    def _fetch(self) -> tuple[list[Chunk], bool]:
         records = self.store.chunks_after(self.execution_id, self._after, self._batch)
-        for record in records:
-            self._after = record.chunk_index
-            chunk = decode(record)
-            start = _start(chunk, self.stream)
-            skip = max(0, self.offset - start)
+        if records:
+            self._after = records[-1].chunk_index
+        return [decode(r) for r in records], len(records) == self._batch
+
+    def _fresh(self, chunks: list[Chunk]) -> list[tuple[Stream, bytes]]:
+        """The chunks' pieces past ``offset``; moves ``offset`` past them."""
+        out: list[tuple[Stream, bytes]] = []
+        for chunk in chunks:
+            skip = max(0, self.offset - chunk_start(chunk, self.stream))
             for stream, piece in self._pieces(chunk):
                 if skip >= len(piece):
                     skip -= len(piece)
@@ -237,7 +281,7 @@ class Follower:
                 skip = 0
                 out.append((stream, fresh))
                 self.offset += len(fresh)
-        return out, len(records) == self._batch
+        return out
 
     def _pieces(self, chunk: Chunk) -> list[tuple[Stream, bytes]]:
         if self.stream is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from outspool.errors import ConfigError, SpawnError
+from outspool.labels import validate as validate_labels
 from outspool.limits import LIMIT_OPTIONS, Limits, check_asked
 from outspool.masking import check_secret
 from outspool.settings import Settings
@@ -69,11 +70,13 @@ class Job:
     max_file_size: int | None = None  #: bytes of the largest file it writes (``file size limit``)
     #: Variables added to its environment, masked as ``[MASKED]`` in its output, never shown.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    labels: Mapping[str, str] = field(default_factory=dict)  #: ``KEY=VALUE``s to find it by
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command", as_command(self.command))
         object.__setattr__(self, "env", dict(self.env))
         object.__setattr__(self, "secrets", dict(self.secrets))
+        object.__setattr__(self, "labels", dict(self.labels))
 
     def argv(self, settings: Settings) -> tuple[str, ...]:
         """The command line to start, resolving ``language`` through settings."""
@@ -96,6 +99,7 @@ class Job:
         self._validate_limits(settings)
         for key, value in self.secrets.items():
             check_secret(key, value)
+        validate_labels(self.labels)
         self.argv(settings)
 
     def _validate_limits(self, settings: Settings) -> None:
@@ -131,3 +135,4 @@ class JobOptions(TypedDict, total=False):
     max_processes: int | None
     max_file_size: int | None
     secrets: Mapping[str, str]
+    labels: Mapping[str, str]

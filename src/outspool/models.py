@@ -83,6 +83,7 @@ class Execution:
     network: bool = False
     #: Until it ends; never shown (not in :meth:`to_json`, not in ``repr``).
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Execution:
@@ -120,6 +121,7 @@ class Execution:
             max_file_size=row["max_file_size"],
             network=bool(row["network"]),
             secrets=json.loads(row["secrets"]) if row["secrets"] else {},
+            labels=json.loads(row["labels"]) if row["labels"] else {},
         )
 
     @property
@@ -135,6 +137,7 @@ class Execution:
         return {
             "id": self.id,
             "name": self.name,
+            "labels": dict(self.labels),
             "status": self.status.value,
             "command": list(self.command),
             "language": self.language,
@@ -181,6 +184,9 @@ class Chunk:
     stderr: bytes
     runs: tuple[tuple[Stream, int], ...]
     timestamp: float
+    #: ``(length, ms)`` groups of the merged bytes by read time (outspool.linetimes);
+    #: empty: every byte at ``timestamp``.
+    times: tuple[tuple[int, int], ...] = ()
 
     @property
     def all_offset(self) -> int:

@@ -25,6 +25,7 @@ from dataclasses import replace
 
 from outspool import sandbox
 from outspool.client import Outspool, Running
+from outspool.display import one_line, shown_exit
 from outspool.errors import ConfigError, OutspoolError, StoreError
 from outspool.isolation import Isolation
 from outspool.jobs import Job
@@ -191,7 +192,7 @@ class Worker:
             # an unknown language here: the stored command is tried as it is
             with contextlib.suppress(OutspoolError):
                 execution = replace(execution, command=job.argv(self.settings))
-        log.info("started %s: %s", execution.id, " ".join(execution.command)[:80])
+        log.info("started %s: %s", execution.id, one_line(" ".join(execution.command), 80))
 
         def ended(handle: Running) -> None:
             if workdir is not None:
@@ -222,9 +223,10 @@ class Worker:
         except OutspoolError as exc:
             log.warning("%s ended, but its record cannot be read: %s", handle.id, exc)
             return
-        how = ex.reason or (f"exit {ex.exit_code}" if ex.exit_code is not None else "")
+        code = shown_exit(ex)
+        how = "; ".join(part for part in (f"exit {code}" if code else "", ex.reason or "") if part)
         took = f" in {ex.duration:.2f} s" if ex.duration is not None else ""
-        log.info("%s %s (%s)%s", ex.id, ex.status.value, how, took)
+        log.info("%s %s (%s)%s", ex.id, ex.status.value, one_line(how), took)
 
     def _isolation(self, execution: Execution) -> Isolation:
         """The job's sandbox, limits (its own, else ours, never above our ceilings), secrets."""

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from outspool.buffer import FlushPolicy, OutputBuffer
@@ -36,15 +37,27 @@ Segments = list[tuple[Stream, bytes]]
 log = logging.getLogger("outspool.writer")
 
 
+#: Upper bounds (seconds) of the commit latency histogram's buckets.
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 @dataclass
 class WriterStats:
-    """Counters for benchmarks and diagnostics."""
+    """Counters for benchmarks, diagnostics and ``/metrics``."""
 
     commits: int = 0
     chunks: int = 0
     raw_bytes: int = 0
     stored_bytes: int = 0
     retries: int = 0
+    #: commits that took at most each of COMMIT_BUCKETS seconds (not cumulative), then more
+    commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    commit_seconds: float = 0.0
+
+    def observe_commit(self, seconds: float) -> None:
+        self.commits += 1
+        self.commit_seconds += seconds
+        self.commit_buckets[bisect_left(COMMIT_BUCKETS, seconds)] += 1
 
 
 class Sink:
@@ -57,6 +70,7 @@ class Sink:
         self.buffer = OutputBuffer(policy)
         self.offsets = [0, 0]  # bytes committed-or-taken so far, per stream
         self.next_chunk = 0
+        self.last_ms = 0  # the latest read's wall-clock ms: line times never go backwards
         self.outcome: Outcome | None = None
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -181,7 +195,8 @@ class Writer:
             if self._failure is not None:
                 raise StoreError(f"the writer stopped: {self._failure}")
             was_empty = sink.buffer.size == 0
-            sink.buffer.append(stream, data, self._clock())
+            sink.last_ms = max(sink.last_ms, int(time.time() * 1000))
+            sink.buffer.append(stream, data, self._clock(), sink.last_ms)
             self._pending += len(data)
             if was_empty or sink.buffer.due(self._clock()):
                 self._cond.notify_all()
@@ -223,7 +238,7 @@ class Writer:
             if not self._wait_for_work():
                 return False
             taken = [
-                (sink, sink.buffer.take(), sink.monitor.take_progress())
+                (sink, sink.buffer.take_timed(), sink.monitor.take_progress())
                 for sink in self._sinks.values()
                 if sink.buffer.size or sink.monitor.progress_dirty
             ]
@@ -231,11 +246,12 @@ class Writer:
             starting, self._starting = self._starting, []
         for start in starting:
             self._retry("record the start of", partial(self.store.mark_running, *start))
-        size = sum(len(d) for _, segs, _ in taken for _, d in segs)
+        size = sum(len(d) for _, (segs, _), _ in taken for _, d in segs)
         if taken:
             batch = self._encode(taken)
+            began = time.monotonic()
             self._retry("write output to", lambda: self.store.write(batch))
-            self.stats.commits += 1
+            self.stats.observe_commit(time.monotonic() - began)
         with self._cond:
             self._pending -= size
             self._cond.notify_all()
@@ -256,12 +272,15 @@ class Writer:
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             self._cond.wait(timeout)
 
-    def _encode(self, taken: Sequence[tuple[Sink, Segments, Progress | None]]) -> WriteBatch:
+    def _encode(
+        self, taken: Sequence[tuple[Sink, tuple[Segments, list[int]], Progress | None]]
+    ) -> WriteBatch:
         now = time.time()
         chunks: list[ChunkRecord] = []
         updates: list[OutputUpdate] = []
         limit = self.settings.max_chunk_size
-        for sink, segments, progress in taken:
+        for sink, (segments, stamps), progress in taken:
+            done = 0
             for piece in split_segments(segments, limit):
                 record = self._encoder.encode(
                     sink.execution_id,
@@ -269,7 +288,9 @@ class Writer:
                     (sink.offsets[0], sink.offsets[1]),
                     piece,
                     now,
+                    stamps=stamps[done : done + len(piece)],
                 )
+                done += len(piece)
                 chunks.append(record)
                 sink.next_chunk += 1
                 sink.offsets[0] += record.stdout_size

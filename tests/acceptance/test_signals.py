@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from outspool import Outspool, Status
 from tests.conftest import RunCli, SpawnCli
-from tests.helpers import CLI, cli_env, wait_until
-
-
-class Lines:
-    """Collects a pipe's output in a thread, so the test can wait for a line."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        self.data = bytearray()
-        self._pipe = proc.stdout
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while piece := os.read(self._pipe.fileno(), 4096):
-            self.data.extend(piece)
-
-    def has(self, text: bytes) -> bool:
-        return text in self.data
+from tests.helpers import CLI, Lines, cli_env, wait_until
 
 
 def execution_id(proc: subprocess.Popen[bytes]) -> str:

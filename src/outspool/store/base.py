@@ -7,6 +7,7 @@ get them back and decode them (``outspool.follow``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,7 +17,7 @@ from outspool.models import Execution, Outcome, Status, Stream
 from outspool.progress import Progress
 
 #: The storage format version this code writes. Older databases are upgraded on open.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 #: The key :meth:`Store.wait` is woken on when an execution is queued (never an ID).
@@ -51,6 +52,15 @@ class WriteBatch:
 
     chunks: list[ChunkRecord]
     updates: list[OutputUpdate]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Totals for monitoring (``GET /metrics``)."""
+
+    executions: Mapping[Status, int]  #: how many executions are in each status
+    captured_bytes: Mapping[Status, int]  #: bytes they printed, by status
+    stored_bytes: int  #: bytes their chunks take as stored (after compression)
 
 
 class Store(Protocol):
@@ -101,13 +111,24 @@ class Store(Protocol):
         ...
 
     def get(self, execution_id: str) -> Execution:
-        """One execution by exact ID or unique prefix; NotFoundError otherwise."""
+        """One execution by exact ID or unique prefix, else the newest with that name;
+        NotFoundError otherwise (AmbiguousError for a prefix of several IDs)."""
         ...
 
     def list_executions(
-        self, status: Status | None = None, limit: int = 50, before: str | None = None
+        self,
+        status: Status | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        since: float | None = None,
     ) -> list[Execution]:
-        """Executions, newest first; ``before`` is the ID the previous page ended on."""
+        """Executions, newest first; ``before`` is the ID the previous page ended on.
+
+        Only those with this ``name``, all these ``labels``, created at or after ``since``.
+        """
         ...
 
     def chunks_after(self, execution_id: str, after: int, limit: int) -> list[ChunkRecord]:
@@ -128,6 +149,10 @@ class Store(Protocol):
         PostgreSQL: woken by a notification of the change. SQLite: polls the file's
         ``data_version`` every ``poll_interval``, so any commit to the file wakes it.
         """
+        ...
+
+    def stats(self) -> StoreStats:
+        """Totals for monitoring; a full scan of the chunk rows' sizes."""
         ...
 
     # --- the queue ---------------------------------------------------------------------

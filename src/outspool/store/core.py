@@ -19,11 +19,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from outspool.codec import ChunkRecord
-from outspool.errors import NotFoundError, SchemaTooNewError, StoreError
+from outspool.errors import NotFoundError, SchemaTooNewError, StoreError, ambiguous
 from outspool.jobs import Job
+from outspool.labels import as_filter
 from outspool.models import Execution, Outcome, Status, Stream
 from outspool.store import queries
-from outspool.store.base import SCHEMA_VERSION, LostExecution, WriteBatch
+from outspool.store.base import SCHEMA_VERSION, LostExecution, StoreStats, WriteBatch
 
 Params = Mapping[str, Any]
 
@@ -158,8 +159,11 @@ class SqlStore(abc.ABC):
         worker_id: str | None = None,
     ) -> Execution:
         row = execution_row(job, execution_id, created_at, status, worker_id)
-        with self._statement("write to") as cur:
+        labels = [{"id": execution_id, "key": k, "value": v} for k, v in job.labels.items()]
+        with self._transaction("write to") as cur:
             cur.execute(self.sql["insert_execution"], row)
+            if labels:
+                cur.executemany(self.sql["insert_label"], labels)
         return self.get(execution_id)
 
     def mark_running(
@@ -222,19 +226,52 @@ class SqlStore(abc.ABC):
 
     def get(self, execution_id: str) -> Execution:
         rows = self._rows("get_execution", {"id": execution_id})
+        ids: list[str] = []
         if not rows and execution_id:
-            ids = self._rows("find_by_prefix", {"prefix": execution_id})
+            ids = [r["id"] for r in self._rows("find_by_prefix", {"prefix": execution_id})]
             if len(ids) == 1:
-                rows = self._rows("get_execution", {"id": ids[0]["id"]})
+                rows = self._rows("get_execution", {"id": ids[0]})
+        if not rows and execution_id:
+            rows = self._rows("newest_by_name", {"name": execution_id})
+        if not rows and len(ids) > 1:
+            raise ambiguous(execution_id, ids)
         if not rows:
             raise NotFoundError(f"no execution {execution_id!r} in {self.describe()}")
         return Execution.from_row(rows[0])
 
     def list_executions(
-        self, status: Status | None = None, limit: int = 50, before: str | None = None
+        self,
+        status: Status | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        since: float | None = None,
     ) -> list[Execution]:
-        params = {"status": status.value if status else None, "limit": limit, "before": before}
-        return [Execution.from_row(r) for r in self._rows(_list_query(status), params)]
+        params = {
+            "status": status.value if status else None,
+            "limit": limit,
+            "before": before,
+            "name": name,
+            "labels": as_filter(labels),
+            "since": since,
+        }
+        return [
+            Execution.from_row(r)
+            for r in self._rows(
+                _list_query(status, bool(name or labels or since is not None)), params
+            )
+        ]
+
+    def stats(self) -> StoreStats:
+        rows = self._rows("execution_counts", {})
+        stored = self._rows("stored_bytes", {})[0]["stored"]
+        return StoreStats(
+            {Status(r["status"]): int(r["executions"]) for r in rows},
+            {Status(r["status"]): int(r["bytes"]) for r in rows},
+            int(stored or 0),
+        )
 
     # --- output ------------------------------------------------------------------------
 
@@ -331,6 +368,7 @@ def execution_row(
         "max_file_size": job.max_file_size,
         "network": job.network,
         "secrets": json.dumps(dict(job.secrets)) if job.secrets else None,
+        "labels": json.dumps(dict(job.labels)) if job.labels else None,
     }
 
 
@@ -348,6 +386,7 @@ def chunk_row(c: ChunkRecord) -> dict[str, Any]:
         "runs": c.runs,
         "stdout": c.stdout,
         "stderr": c.stderr,
+        "line_times": c.line_times,
     }
 
 
@@ -357,6 +396,9 @@ def statements(script: str) -> list[str]:
     return [s.strip() for s in body.split(";") if s.strip()]
 
 
-def _list_query(status: Status | None) -> str:
-    """The named query that pages executions (by status: its own index, one page read)."""
+def _list_query(status: Status | None, filtered: bool = False) -> str:
+    """The named query that pages executions (by status: its own index, one page read;
+    by name, labels or time: the filtered one)."""
+    if filtered:
+        return "list_executions_filtered"
     return "list_executions" if status is None else "list_executions_by_status"

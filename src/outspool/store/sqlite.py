@@ -185,7 +185,7 @@ class SqliteStore(SqlStore):
         return [self._record(r) for r in self._rows(name, params)]
 
     def _record(self, row: sqlite3.Row) -> ChunkRecord:
-        record = ChunkRecord(*tuple(row)[:11])
+        record = ChunkRecord(*tuple(row)[:12])
         if row["blob_offset"] is None:
             return record
         where = segments.Placement(*(row[k] for k in _PLACEMENT))

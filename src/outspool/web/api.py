@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
@@ -22,13 +23,16 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from outspool import labels
 from outspool.client import Outspool
 from outspool.errors import ConfigError, NotFoundError
 from outspool.follow import Range
 from outspool.jobs import Job
 from outspool.models import Execution, Status, Stream
 from outspool.pieces import Piece
+from outspool.search import MAX_PATTERN, Window, compile_pattern
 from outspool.web.streams import FeedError, Hub
+from outspool.when import parse_when, rfc3339_ms
 
 router = APIRouter(prefix="/api")
 
@@ -37,9 +41,12 @@ STREAMS: dict[str, Stream | None] = {"stdout": Stream.STDOUT, "stderr": Stream.S
 MAX_OFFSET = 1 << 62
 MAX_RANGE = 4 << 20
 EVENT_PIECE = 64 << 10  # output events carry at most this many bytes
-_ID = re.compile(r"[0-9a-z]{1,32}")
+_REF = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")  # an ID, a prefix, or a name
 
-IdPath = Annotated[str, Path(max_length=64, description="An execution ID or a unique prefix.")]
+IdPath = Annotated[
+    str,
+    Path(max_length=1024, description="An execution ID, a unique prefix, or a name (newest)."),
+]
 StreamQuery = Annotated[StreamName, Query(description="stdout, stderr, or all (arrival order).")]
 
 
@@ -49,7 +56,7 @@ def spool_of(request: Request) -> Outspool:
 
 
 def get_execution(spool: Outspool, execution_id: str) -> Execution:
-    if not _ID.fullmatch(execution_id):
+    if not _REF.fullmatch(execution_id):
         raise NotFoundError(f"no execution {execution_id!r}")
     return spool.get(execution_id)
 
@@ -60,14 +67,31 @@ def get_execution(spool: Outspool, execution_id: str) -> Execution:
 @router.get("/executions")
 def list_executions(
     request: Request,
+    *,
     status: Status | None = None,
+    name: Annotated[str | None, Query(max_length=1024, description="Only this name.")] = None,
+    label: Annotated[
+        list[str] | None,
+        Query(max_length=64, description="`KEY=VALUE`, repeatable: all must match."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        Query(max_length=64, description="Created at or after: RFC 3339, or a duration (10m)."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     before: Annotated[str | None, Query(max_length=64, description="`next` of a page.")] = None,
 ) -> dict[str, Any]:
     """Executions, newest first. Pass a page's ``next`` as ``before`` for the page after it."""
     spool = spool_of(request)
     cursor = get_execution(spool, before).id if before else None
-    found = spool.list(status, limit + 1, cursor)
+    found = spool.list(
+        status,
+        limit + 1,
+        cursor,
+        name=name,
+        labels=labels.parse_all(label or ()),
+        since=parse_when(since, time.time()) if since else None,
+    )
     page = found[:limit]
     more = len(found) > limit
     return {"executions": [ex.to_json() for ex in page], "next": page[-1].id if more else None}
@@ -95,19 +119,28 @@ def _range_json(ex: Execution, stream: str, got: Range) -> dict[str, Any]:
 @router.get("/executions/{execution_id}/output")
 def output(
     request: Request,
+    *,
     execution_id: IdPath,
     stream: StreamQuery = "all",
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_RANGE)] = 1 << 20,
+    timestamps: Annotated[bool, Query(description="Add `line_times`.")] = False,
 ) -> dict[str, Any]:
     """Up to ``limit`` bytes of a stream from byte ``offset``; continue at ``next_offset``.
 
     ``text`` is UTF-8 with replacement (a character cut by the range shows as
     U+FFFD); ``data`` is the exact bytes in base64. ``eof``: nothing more is stored yet.
+    With ``timestamps=true``, ``line_times`` lists ``[offset_within_range, time]`` (RFC 3339,
+    UTC, ms) for the range's first byte and each line start after it: when it was read.
     """
     spool = spool_of(request)
     ex = get_execution(spool, execution_id)
-    return _range_json(ex, stream, spool.output(ex.id, STREAMS[stream], offset, limit))
+    got = spool.output(ex.id, STREAMS[stream], offset, limit)
+    body = _range_json(ex, stream, got)
+    if timestamps:
+        starts = spool.line_starts(ex.id, STREAMS[stream], got.offset, got.data)
+        body["line_times"] = [[pos, rfc3339_ms(ms)] for pos, ms in starts]
+    return body
 
 
 @router.get("/executions/{execution_id}/tail")
@@ -183,6 +216,45 @@ def raw(request: Request, execution_id: IdPath, stream: StreamQuery = "all") -> 
         media_type="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.get("/search")
+def search_output(
+    request: Request,
+    *,
+    pattern: Annotated[str, Query(min_length=1, max_length=MAX_PATTERN)],
+    ids: Annotated[
+        list[str] | None,
+        Query(alias="id", max_length=64, description="Executions (ID or name) to search."),
+    ] = None,
+    label: Annotated[list[str] | None, Query(max_length=64, description="`KEY=VALUE`.")] = None,
+    since: Annotated[str | None, Query(max_length=64, description="RFC 3339 or 10m.")] = None,
+    until: Annotated[str | None, Query(max_length=64, description="RFC 3339 or 10m.")] = None,
+    stream: StreamQuery = "all",
+    ignore_case: bool = False,
+    executions: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Lines matching ``pattern`` (a Python regular expression), like ``outspool grep``:
+    in the executions named by ``id``, else in the newest ``executions`` with every ``label``.
+    ``truncated``: more than ``limit`` lines matched."""
+    spool = spool_of(request)
+    rx = compile_pattern(pattern, ignore_case)
+    now = time.time()
+    window = Window.of(
+        parse_when(since, now) if since else None, parse_when(until, now) if until else None
+    )
+    if ids:
+        targets = [get_execution(spool, ref) for ref in ids]
+    else:
+        targets = spool.list(labels=labels.parse_all(label or ()), limit=executions)
+    found: list[dict[str, Any]] = []
+    for ex in targets:
+        for m in spool.search(ex.id, rx, STREAMS[stream], window):
+            if len(found) == limit:
+                return {"matches": found, "truncated": True}
+            found.append({"id": m.execution_id, "line": m.line, "text": m.text})
+    return {"matches": found, "truncated": False}
 
 
 # --- following -------------------------------------------------------------------------
@@ -298,6 +370,7 @@ class Submission(BaseModel):
     secrets: dict[str, Annotated[str, Field(min_length=8, max_length=65536)]] = Field(
         default_factory=dict, max_length=256
     )
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
 
     @model_validator(mode="after")
     def _one_program(self) -> Submission:

@@ -25,6 +25,7 @@ from outspool.errors import (
     SpawnError,
     StoreError,
 )
+from outspool.web import ops
 from outspool.web.api import router
 from outspool.web.security import Guard
 from outspool.web.streams import Hub
@@ -71,6 +72,7 @@ def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX
     app.state.spool = spool
     app.state.hub = hub
     app.include_router(router)
+    ops.install(app, spool)
     _add_error_handlers(app)
     _add_page(app)
     return Guard(app, token, max_body)

@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 COOKIE = "outspool_token"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Paths that need no token: a health check reveals nothing but "up" or "down".
+OPEN = frozenset({"/healthz"})
 
 
 class BodyTooLarge(Exception):
@@ -69,7 +71,7 @@ class Guard:
         origin = headers.get("origin")
         if scope["method"] in UNSAFE and origin is not None and urlsplit(origin).netloc != host:
             return 403, f"cross-origin request from {origin!r} refused"
-        if self.token is None or _query_token(scope) is not None:
+        if self.token is None or _query_token(scope) is not None or scope["path"] in OPEN:
             return None
         if not self._authorized(headers):
             return 401, "missing or wrong token: send 'Authorization: Bearer <token>'"

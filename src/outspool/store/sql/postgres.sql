@@ -112,18 +112,37 @@ ALTER TABLE executions ADD COLUMN secrets text;
 DROP INDEX executions_status;
 CREATE INDEX executions_status ON executions (status, created_at, id);
 
+
+-- name: migrate_6
+-- Labels: a JSON object in the row (shown) and one indexed row per label (filtered).
+-- line_times: when each read of a chunk arrived (outspool/linetimes.py); NULL when every
+-- byte of the chunk was read in its first millisecond, the chunk's timestamp.
+ALTER TABLE executions ADD COLUMN labels TEXT;
+CREATE TABLE execution_labels (
+    execution_id TEXT COLLATE "C" NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (execution_id, key)
+);
+CREATE INDEX execution_labels_value ON execution_labels (key, value);
+CREATE INDEX executions_name ON executions (name, created_at);
+ALTER TABLE execution_output_chunks ADD COLUMN line_times bytea;
+
 -- name: insert_execution
 -- A queued execution wakes idle workers (payload 'queue', see store.base.QUEUE).
 WITH inserted AS (
     INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                             created_at, worker_id, cpu_time, memory, max_processes,
-                            max_file_size, network, secrets)
+                            max_file_size, network, secrets, labels)
     VALUES (%(id)s, %(name)s, %(status)s, %(command)s, %(language)s, %(code)s, %(cwd)s,
             %(env)s, %(timeout)s, %(pty)s, %(created_at)s, %(worker_id)s, %(cpu_time)s,
-            %(memory)s, %(max_processes)s, %(max_file_size)s, %(network)s, %(secrets)s)
+            %(memory)s, %(max_processes)s, %(max_file_size)s, %(network)s, %(secrets)s, %(labels)s)
     RETURNING status
 )
 SELECT pg_notify('outspool', 'queue') FROM inserted WHERE status = 'queued';
+
+-- name: insert_label
+INSERT INTO execution_labels (execution_id, key, value) VALUES (%(id)s, %(key)s, %(value)s);
 
 -- name: mark_running
 WITH changed AS (
@@ -139,10 +158,10 @@ SELECT pg_notify('outspool', id) FROM changed;
 -- dropped) inserts the same chunks again: they are identical, so keep the first.
 INSERT INTO execution_output_chunks (execution_id, chunk_index, stdout_offset, stdout_size,
                                      stderr_offset, stderr_size, codec, timestamp, runs,
-                                     stdout, stderr)
+                                     stdout, stderr, line_times)
 VALUES (%(execution_id)s, %(chunk_index)s, %(stdout_offset)s, %(stdout_size)s,
         %(stderr_offset)s, %(stderr_size)s, %(codec)s, %(timestamp)s, %(runs)s,
-        %(stdout)s, %(stderr)s)
+        %(stdout)s, %(stderr)s, %(line_times)s)
 ON CONFLICT (execution_id, chunk_index) DO NOTHING;
 
 -- name: record_output
@@ -175,7 +194,10 @@ SELECT * FROM executions WHERE id = %(id)s;
 -- name: find_by_prefix
 SELECT id FROM executions
 WHERE id >= %(prefix)s::text AND id < %(prefix)s::text || '~'
-ORDER BY id LIMIT 2;
+ORDER BY id LIMIT 6;
+
+-- name: newest_by_name
+SELECT * FROM executions WHERE name = %(name)s::text ORDER BY created_at DESC, id DESC LIMIT 1;
 
 -- name: list_executions
 -- Pages newest first; the bound on created_at is a range the index can seek to.
@@ -185,8 +207,21 @@ WHERE created_at <= coalesce((SELECT created_at FROM executions WHERE id = %(bef
   AND (created_at < coalesce((SELECT created_at FROM executions WHERE id = %(before)s::text),
                              'Infinity')
        OR id < %(before)s::text)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_executions_filtered
+-- labels is NULL or a JSON array of [key, value] pairs that must all match.
+SELECT * FROM executions e
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(since)s::double precision IS NULL OR created_at >= %(since)s::double precision)
+  AND (%(labels)s::jsonb IS NULL
+       OR (SELECT count(*) FROM execution_labels l
+           JOIN jsonb_array_elements(%(labels)s::jsonb) j ON l.key = j ->> 0 AND l.value = j ->> 1
+           WHERE l.execution_id = e.id) = jsonb_array_length(%(labels)s::jsonb))
   AND (%(before)s::text IS NULL
-       OR EXISTS (SELECT 1 FROM executions WHERE id = %(before)s::text))
+       OR (created_at, id) < (SELECT created_at, id FROM executions WHERE id = %(before)s::text))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
@@ -205,7 +240,7 @@ LIMIT %(limit)s;
 
 -- name: chunks_after
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr
+       codec, timestamp, runs, stdout, stderr, line_times
 FROM execution_output_chunks
 WHERE execution_id = %(id)s AND chunk_index > %(after)s
 ORDER BY chunk_index
@@ -213,7 +248,7 @@ LIMIT %(limit)s;
 
 -- name: chunks_before
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr
+       codec, timestamp, runs, stdout, stderr, line_times
 FROM execution_output_chunks
 WHERE execution_id = %(id)s AND chunk_index < %(before)s
 ORDER BY chunk_index DESC
@@ -290,3 +325,14 @@ WITH changed AS (
     RETURNING id
 )
 SELECT pg_notify('outspool', id) FROM changed;
+
+-- name: execution_counts
+-- For /metrics: executions and the bytes they printed, by status.
+SELECT status, count(*) AS executions, coalesce(sum(stdout_size + stderr_size), 0) AS bytes
+FROM executions GROUP BY status;
+
+-- name: stored_bytes
+-- For /metrics: bytes the chunks take in the database (and SQLite's segment files).
+SELECT coalesce(sum(coalesce(length(stdout), 0) + coalesce(length(stderr), 0)
+                    + coalesce(length(runs), 0) + coalesce(length(line_times), 0)), 0)::bigint AS stored
+FROM execution_output_chunks;

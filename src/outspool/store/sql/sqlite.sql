@@ -105,13 +105,31 @@ ALTER TABLE executions ADD COLUMN secrets TEXT;
 DROP INDEX executions_status;
 CREATE INDEX executions_status ON executions (status, created_at, id);
 
+-- name: migrate_6
+-- Labels: a JSON object in the row (shown) and one indexed row per label (filtered).
+-- line_times: when each read of a chunk arrived (outspool/linetimes.py); NULL when every
+-- byte of the chunk was read in its first millisecond, the chunk's timestamp.
+ALTER TABLE executions ADD COLUMN labels TEXT;
+CREATE TABLE execution_labels (
+    execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (execution_id, key)
+);
+CREATE INDEX execution_labels_value ON execution_labels (key, value);
+CREATE INDEX executions_name ON executions (name, created_at);
+ALTER TABLE execution_output_chunks ADD COLUMN line_times BLOB;
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                         created_at, worker_id, cpu_time, memory, max_processes, max_file_size,
-                        network, secrets)
+                        network, secrets, labels)
 VALUES (:id, :name, :status, :command, :language, :code, :cwd, :env, :timeout, :pty,
         :created_at, :worker_id, :cpu_time, :memory, :max_processes, :max_file_size,
-        :network, :secrets);
+        :network, :secrets, :labels);
+
+-- name: insert_label
+INSERT INTO execution_labels (execution_id, key, value) VALUES (:id, :key, :value);
 
 -- name: mark_running
 UPDATE executions SET status = 'running', pid = :pid, started_at = :started_at,
@@ -121,10 +139,10 @@ WHERE id = :id;
 -- name: insert_chunk
 INSERT INTO execution_output_chunks (execution_id, chunk_index, stdout_offset, stdout_size,
                                      stderr_offset, stderr_size, codec, timestamp, runs,
-                                     stdout, stderr, blob_offset, blob_stdout_length,
-                                     blob_stderr_length, blob_crc)
+                                     stdout, stderr, line_times, blob_offset,
+                                     blob_stdout_length, blob_stderr_length, blob_crc)
 VALUES (:execution_id, :chunk_index, :stdout_offset, :stdout_size, :stderr_offset,
-        :stderr_size, :codec, :timestamp, :runs, :stdout, :stderr, :blob_offset,
+        :stderr_size, :codec, :timestamp, :runs, :stdout, :stderr, :line_times, :blob_offset,
         :blob_stdout_length, :blob_stderr_length, :blob_crc);
 
 -- name: record_output
@@ -147,7 +165,10 @@ WHERE id = :id AND status IN ('queued', 'running');
 SELECT * FROM executions WHERE id = :id;
 
 -- name: find_by_prefix
-SELECT id FROM executions WHERE id >= :prefix AND id < :prefix || '~' ORDER BY id LIMIT 2;
+SELECT id FROM executions WHERE id >= :prefix AND id < :prefix || '~' ORDER BY id LIMIT 6;
+
+-- name: newest_by_name
+SELECT * FROM executions WHERE name = :name ORDER BY created_at DESC, id DESC LIMIT 1;
 
 -- name: list_executions
 -- Pages newest first. The bound on created_at is a range the index can seek to: without
@@ -170,9 +191,25 @@ WHERE status = :status
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
+-- name: list_executions_filtered
+-- labels is NULL or a JSON array of [key, value] pairs that must all match.
+SELECT * FROM executions e
+WHERE (:status IS NULL OR status = :status)
+  AND (:name IS NULL OR name = :name)
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:labels IS NULL
+       OR (SELECT count(*) FROM execution_labels l
+           JOIN json_each(:labels) j
+             ON l.key = json_extract(j.value, '$[0]') AND l.value = json_extract(j.value, '$[1]')
+           WHERE l.execution_id = e.id) = json_array_length(:labels))
+  AND (:before IS NULL OR created_at < (SELECT created_at FROM executions WHERE id = :before)
+       OR (created_at = (SELECT created_at FROM executions WHERE id = :before) AND id < :before))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
 -- name: chunks_after
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr, blob_offset, blob_stdout_length,
+       codec, timestamp, runs, stdout, stderr, line_times, blob_offset, blob_stdout_length,
        blob_stderr_length, blob_crc
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index > :after
@@ -181,7 +218,7 @@ LIMIT :limit;
 
 -- name: chunks_before
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr, blob_offset, blob_stdout_length,
+       codec, timestamp, runs, stdout, stderr, line_times, blob_offset, blob_stdout_length,
        blob_stderr_length, blob_crc
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index < :before
@@ -242,3 +279,15 @@ WHERE e.status = 'running'
 UPDATE executions SET status = 'lost', finished_at = :now, reason = :reason,
                       output_truncated = 1, secrets = NULL
 WHERE id = :id AND status = 'running';
+
+-- name: execution_counts
+-- For /metrics: executions and the bytes they printed, by status.
+SELECT status, count(*) AS executions, coalesce(sum(stdout_size + stderr_size), 0) AS bytes
+FROM executions GROUP BY status;
+
+-- name: stored_bytes
+-- For /metrics: bytes the chunks take in the database (and SQLite's segment files).
+SELECT coalesce(sum(coalesce(length(stdout), 0) + coalesce(length(stderr), 0)
+                    + coalesce(blob_stdout_length, 0) + coalesce(blob_stderr_length, 0)
+                    + coalesce(length(runs), 0) + coalesce(length(line_times), 0)), 0) AS stored
+FROM execution_output_chunks;

@@ -1,0 +1,180 @@
+"""Finding output: what per-line times cost, and how fast ``grep`` scans (issue 11).
+
+``linetimes``: the same program captured in this process with the library, rounds
+alternating between the shipped writer and one whose encoder drops the read times
+(the baseline: no ``line_times`` blob, chunk time = commit time); both still note the
+clock per read, which is one ``time.time()`` per read of up to ``read_size``. Reported:
+wall time and CPU of the capture, stored bytes per output byte, and the bytes the
+``line_times`` blobs take. The goal: at most 5 % of bulk throughput and of stored bytes.
+
+``grep``: one stored execution of log lines, scanned by ``outspool.search`` with a
+literal that never matches and with a case-insensitive regular expression, against
+decoding the same chunks without matching (the floor), all in this process; MB/s per
+core is output bytes over CPU seconds of this process. The goal: >= 100 MB/s per core.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench.common import MIB, Row, fresh_dir, producer
+from outspool import Outspool, Settings
+from outspool.codec import ChunkRecord, Encoder
+from outspool.follow import iter_chunks, iter_output
+from outspool.search import Window, compile_pattern, search
+
+SHIPPED = "outspool (line times, as shipped)"
+BASELINE = "outspool without line times (baseline)"
+
+
+@contextmanager
+def _without_line_times() -> Iterator[None]:
+    """The writer's encoder, with the read times dropped (only in this process, only here)."""
+    shipped = Encoder.encode
+
+    def encode(self: Encoder, *args: Any, **kwargs: Any) -> ChunkRecord:
+        kwargs.pop("stamps", None)
+        return shipped(self, *args, **kwargs)
+
+    Encoder.encode = encode  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Encoder.encode = shipped  # type: ignore[method-assign]
+
+
+def _capture(kind: str, count: int, tag: str) -> dict[str, float]:
+    folder = fresh_dir(f"find-{tag}")
+    with Outspool(str(folder / "t.db"), Settings.load()) as spool:
+        cpu, began = time.process_time(), time.monotonic()
+        ex = spool.run(producer(kind, count))
+        wall, cpu = time.monotonic() - began, time.process_time() - cpu
+        total = ex.stdout_size + ex.stderr_size
+        blobs = sum(len(r.line_times or b"") for r in iter_chunks(spool.store, ex.id))
+        stored = spool.store.stats().stored_bytes
+    return {"wall": wall, "cpu": cpu, "bytes": total, "stored": stored, "times": blobs}
+
+
+def linetimes(kind: str, count: int, runs: int) -> list[Row]:
+    """Alternating rounds with and without line times; medians of each figure."""
+    seen: dict[str, list[dict[str, float]]] = {SHIPPED: [], BASELINE: []}
+    for _ in range(runs):
+        with _without_line_times():
+            seen[BASELINE].append(_capture(kind, count, "base"))
+        seen[SHIPPED].append(_capture(kind, count, "times"))
+    rows = [_capture_row(name, outcomes) for name, outcomes in seen.items()]
+    base, ours = rows[1], rows[0]
+    if base.wall_s and ours.wall_s and base.disk_per_byte and ours.disk_per_byte:
+        ours.note = (
+            f"time {100 * (ours.wall_s / base.wall_s - 1):+.1f} %, stored bytes "
+            f"{100 * (ours.disk_per_byte / base.disk_per_byte - 1):+.2f} % vs the baseline; "
+            f"line_times blobs: {ours.extra['times_bytes']:,.0f} B"
+        )
+    return rows
+
+
+def encode_cost(kind: str, count: int, rounds: int) -> list[Row]:
+    """CPU of the writer's per-read and per-chunk work with and without line times, on the
+    producer's exact writes grouped into 1 MiB chunks: one clock read per read plus
+    encoding the chunk (zstd as shipped). Less noisy than whole captures on a busy machine."""
+    from bench.produce import chunks as writes
+    from outspool.models import Stream
+
+    segments = [(Stream(fd), data) for fd, data in writes(kind, count)]
+    pieces = [segments[i : i + 16] for i in range(0, len(segments), 16)]
+    encoder = Encoder()
+    cpu: dict[str, list[float]] = {SHIPPED: [], BASELINE: []}
+    for _ in range(rounds):
+        for name, stamped in ((BASELINE, False), (SHIPPED, True)):
+            began = time.process_time()
+            for index, piece in enumerate(pieces):
+                stamps = [int(time.time() * 1000) for _ in piece] if stamped else None
+                encoder.encode("x", index, (0, 0), piece, 0.0, stamps=stamps)
+            cpu[name].append(time.process_time() - began)
+    total = sum(len(d) for _, d in segments)
+    rows = [
+        Row(
+            contender=name,
+            runs=rounds,
+            cpu_s=statistics.median(v),
+            mb_s=total / 1e6 / statistics.median(v),
+        )
+        for name, v in cpu.items()
+    ]
+    if rows[1].cpu_s:
+        rows[
+            0
+        ].note = f"CPU {100 * ((rows[0].cpu_s or 0) / rows[1].cpu_s - 1):+.1f} % vs the baseline"
+    return rows
+
+
+def _capture_row(name: str, outcomes: list[dict[str, float]]) -> Row:
+    def median(key: str) -> float:
+        return statistics.median(o[key] for o in outcomes)
+
+    return Row(
+        contender=name,
+        runs=len(outcomes),
+        wall_s=median("wall"),
+        mb_s=median("bytes") / median("wall") / 1e6,
+        cpu_s=median("cpu"),
+        disk_per_byte=median("stored") / median("bytes"),
+        identical=None,
+        note="disk B per B = stored bytes (chunk blobs, runs, line_times) per output byte",
+        extra={"times_bytes": median("times")},
+    )
+
+
+def grep(nbytes: int, runs: int) -> list[Row]:
+    """Scan rates over one stored execution of ``nbytes`` of log lines."""
+    folder = fresh_dir("find-grep")
+    with Outspool(str(folder / "t.db"), Settings.load()) as spool:
+        ex = spool.run(producer("stderr", nbytes))
+        total = ex.stdout_size + ex.stderr_size
+        store = spool.store
+        literal = compile_pattern("no such text anywhere")
+        regex = compile_pattern(r"worker-[35] request (failed|refused)", ignore_case=True)
+        scans: list[tuple[str, Callable[[], int]]] = [
+            (
+                "decode the chunks only (floor)",
+                lambda: sum(map(len, iter_output(store, ex.id, None))),
+            ),
+            ("outspool grep: literal, no match", lambda: _count(search(store, ex.id, literal))),
+            ("outspool grep: -i regex, no match", lambda: _count(search(store, ex.id, regex))),
+            (
+                "outspool grep: every line matches",
+                lambda: _count(search(store, ex.id, re.compile("INFO"), None, Window())),
+            ),
+        ]
+        return [_scan_row(name, scan, total, runs) for name, scan in scans]
+
+
+def _count(found: Iterator[object]) -> int:
+    return sum(1 for _ in found)
+
+
+def _scan_row(name: str, scan: Callable[[], int], total: int, runs: int) -> Row:
+    walls, cpus = [], []
+    result = 0
+    for _ in range(runs):
+        cpu, began = time.process_time(), time.monotonic()
+        result = scan()
+        walls.append(time.monotonic() - began)
+        cpus.append(time.process_time() - cpu)
+    cpu_s = statistics.median(cpus)
+    per_core = total / cpu_s / 1e6 if cpu_s else None
+    return Row(
+        contender=name,
+        runs=runs,
+        wall_s=statistics.median(walls),
+        mb_s=total / statistics.median(walls) / 1e6,
+        cpu_s=cpu_s,
+        note=f"{per_core:.0f} MB/s per core; {total / MIB:.0f} MiB; result {result:,}"
+        if per_core
+        else "",
+    )
