@@ -277,3 +277,22 @@ def test_the_api_reference_needs_no_internet(page: Page, served: Served) -> None
     assert page.locator(".swagger-ui .opblock").count() >= 8
     assert page.locator(".swagger-ui .information-container").get_by_text("outspool").count()
     assert [url for url in requested if not url.startswith(served.url)] == []
+
+
+def test_the_list_filters_by_name_and_label(page: Page, spool: Outspool) -> None:
+    web = spool.run(py("print(1)"), name="build", labels={"team": "web", "env": "ci"})
+    other = spool.run(py("print(2)"), name="build", labels={"team": "db"})
+    unnamed = spool.run(py("print(3)"), labels={"team": "web"})
+    rows = page.locator("tbody tr")
+
+    def shown(address: str, *expected: str) -> None:
+        page.goto(address)
+        page.locator(f"tr[data-id='{expected[0]}']").wait_for()
+        assert sorted(rows.evaluate_all("rows => rows.map((r) => r.dataset.id)")) == sorted(
+            expected
+        )
+
+    shown("/?name=build", web.id, other.id)
+    shown("/?label=team=web", web.id, unnamed.id)
+    shown("/?name=build&label=team=web&label=env=ci", web.id)
+    assert page.locator("form.filters input[name=label]").input_value() == "team=web env=ci"
