@@ -118,3 +118,27 @@ def test_cancel_a_running_execution(
     assert response.status_code == 200
     assert response.json()["cancel_requested"] is True
     assert handle.wait(30).status is Status.CANCELLED
+
+
+def test_submit_with_limits_and_secrets(client: httpx.Client, db_path: Path) -> None:
+    secret = "s3cr3t-value-42"
+    body = {
+        "command": ["sh", "-c", 'echo "t=$API_TOKEN"'],
+        "cpu_time": 10,
+        "memory": 200_000_000,
+        "max_processes": 64,
+        "max_file_size": 1_000_000,
+        "secrets": {"API_TOKEN": secret},
+    }
+    response = client.post("/api/executions", json=body)
+    assert response.status_code == 201
+    assert secret not in response.text
+    record = response.json()
+    assert (record["cpu_time"], record["memory"], record["max_processes"]) == (10, 200_000_000, 64)
+    run_worker(db_path)
+    out = client.get(f"/api/executions/{record['id']}/output").json()
+    assert out["text"] == "t=[MASKED]\n"
+    listed = client.get("/api/executions").text
+    assert secret not in listed
+    short = client.post("/api/executions", json={"command": ["true"], "secrets": {"A": "short"}})
+    assert short.status_code == 422
