@@ -8,7 +8,12 @@ chatty program never causes one database write per line). Lines are split on
 tqdm-style bar that redraws with ``\\r`` yields its current text.
 
 To keep the capture loop cheap on bulk output only the last
-``progress_scan_bytes`` of each read are examined.
+``progress_scan_bytes`` of each read are examined, and of each line only its
+last :data:`SCAN_LINE` bytes (the end a terminal shows). A pattern such as
+``\\d+%`` tried at every digit of a run backtracks over the rest of it, so a
+long line costs its length squared: cutting lines bounds the work per read to
+``progress_scan_bytes * SCAN_LINE`` whatever the patterns, and the default
+patterns start a number only where it starts, which makes them linear.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-_PERCENT = re.compile(rb"(\d+(?:\.\d+)?)\s*%")
+_PERCENT = re.compile(rb"(?<![\d.])(\d+(?:\.\d+)?)\s*%")
 #: Terminal escape sequences (CSI, OSC, DCS/APC/PM/SOS, two-character) and control characters.
 _ESCAPES = re.compile(
     rb"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?"
@@ -28,6 +33,7 @@ _ESCAPES = re.compile(
 _LINE_BREAK = re.compile(rb"[\r\n]")
 MAX_LINE = 4096  # longer lines are cut to this many bytes in memory (not in the store)
 MAX_PROGRESS = 500  # characters of progress text kept
+SCAN_LINE = 256  # bytes at the end of each line examined for progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +113,13 @@ class Monitor:
 
     def _feed_progress(self, tail: bytes) -> None:
         assert self._pattern is not None
+        segments = _LINE_BREAK.split(tail)
+        if max(map(len, segments)) > SCAN_LINE:
+            segments = [segment[-SCAN_LINE:] for segment in segments]
+            tail = b"\n".join(segments)
         if self._pattern.search(tail) is None:
             return  # one pass over the tail: most reads of bulk output match nothing
-        for segment in reversed(_LINE_BREAK.split(tail)):
+        for segment in reversed(segments):
             if segment.strip() and self._pattern.search(segment):
                 found = parse_progress(segment)
                 if found.percent is None and self.progress is not None:

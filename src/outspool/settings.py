@@ -34,7 +34,8 @@ NON_SETTINGS = frozenset(
 KiB = 1024
 MiB = 1024 * KiB
 
-DEFAULT_PROGRESS_PATTERNS = (r"\d+%", r"step \d+", r"complete", r"error", r"warning")
+#: ``(?<!\d)`` starts a number only where it starts, so a run of digits is scanned once.
+DEFAULT_PROGRESS_PATTERNS = (r"(?<!\d)\d+%", r"step \d+", r"complete", r"error", r"warning")
 
 #: Variables a program run by a worker inherits from the worker's environment.
 DEFAULT_ENV_ALLOWLIST = (

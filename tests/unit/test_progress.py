@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from typing import cast
+
 import pytest
 
-from outspool.progress import MAX_LINE, Monitor, Progress, compile_patterns, parse_progress
+from outspool.progress import (
+    MAX_LINE,
+    SCAN_LINE,
+    Monitor,
+    Progress,
+    compile_patterns,
+    parse_progress,
+)
 from outspool.settings import DEFAULT_PROGRESS_PATTERNS
 
 DEFAULT = compile_patterns(DEFAULT_PROGRESS_PATTERNS)
@@ -116,3 +126,48 @@ def test_only_the_tail_of_a_read_is_scanned() -> None:
 def test_progress_text_has_no_terminal_escapes() -> None:
     line = b"\x1b[2K\x1b[1;32mstep 3\x1b[0m of 4 \x1b]0;title\x07\x1b(B75%\x07"
     assert parse_progress(line) == Progress("step 3 of 4 75%", 75.0)
+
+
+class _Recording:
+    """A progress pattern that records the longest line it was asked to search."""
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self._pattern = pattern
+        self.longest_line = 0
+        self.searched = 0
+
+    def search(self, text: bytes) -> re.Match[bytes] | None:
+        self.searched += len(text)
+        longest = max(len(line) for line in re.split(rb"[\r\n]", text))
+        self.longest_line = max(self.longest_line, longest)
+        return self._pattern.search(text)
+
+
+@pytest.mark.parametrize("piece", [b"7" * 100_000, (b"7" * 1000 + b"\n") * 100, b"x" * 8192])
+def test_work_per_read_is_bounded_whatever_the_output(piece: bytes) -> None:
+    # a pattern like \d+% tried at every digit of a long run backtracks over the rest of it:
+    # the cost of searching a line grows with its length squared, so no line longer than
+    # SCAN_LINE is ever searched, and a read's search covers at most twice the scanned tail
+    assert DEFAULT is not None
+    recording = _Recording(DEFAULT)
+    mon = Monitor(cast("re.Pattern[bytes]", recording), scan_bytes=8192)
+    for _ in range(3):
+        mon.feed(piece)
+    assert recording.longest_line <= SCAN_LINE
+    assert recording.searched <= 3 * 2 * 8192
+
+
+def test_the_default_percent_pattern_starts_numbers_where_they_start() -> None:
+    # linear over a run of digits, and it matches exactly what \d+% matched
+    assert DEFAULT is not None
+    for text in (b"12%", b"at 99 %", b"x1234%", b"12.5%", b"7" * 5000 + b"%"):
+        assert (DEFAULT.search(text) is None) == (re.search(rb"\d+%", text) is None)
+    assert re.fullmatch(DEFAULT_PROGRESS_PATTERNS[0], "1234%")
+
+
+def test_progress_at_the_end_of_a_long_line_is_found() -> None:
+    mon = Monitor(DEFAULT)
+    mon.feed(b"7" * 100_000 + b" 42%\n")
+    assert mon.progress is not None
+    assert mon.progress.percent == 42.0
+    assert mon.progress.text.endswith("7 42%")
