@@ -7,8 +7,10 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import httpx
+import pytest
 
 from tests.helpers import run_cli
 from tests.web.conftest import ServeFactory
@@ -44,6 +46,31 @@ def test_the_page_takes_the_token_once_into_a_cookie(serve: ServeFactory) -> Non
         assert "SameSite=Strict" in cookie
         assert browser.get("/").status_code == 200  # the cookie jar now holds it
         assert browser.get("/api/executions").status_code == 200
+
+
+def test_another_apps_cookie_before_ours_does_not_hide_it(serve: ServeFactory) -> None:
+    served = serve(token=TOKEN)
+    ours = f"outspool_token={quote(TOKEN, safe='')}"
+    with served.client() as anon:
+        for header in (f'prefs={{"a":1}}; {ours}', f"{ours}; x=y", f"a=b;{ours};c=[d]"):
+            response = anon.get("/api/executions", headers={"Cookie": header})
+            assert response.status_code == 200, header
+        stranger = anon.get("/api/executions", headers={"Cookie": 'prefs={"a":1}'})
+        assert stranger.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["//evil.example/", "/\\evil.example/", "///evil.example/x"])
+def test_the_token_exchange_never_redirects_off_site(serve: ServeFactory, path: str) -> None:
+    served = serve(token=TOKEN)
+    query = urlencode({"token": TOKEN})
+    url = httpx.URL(served.url).copy_with(raw_path=f"{path}?{query}".encode())
+    with served.client() as browser:
+        response = browser.get(url)
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith("/")
+    assert not location.startswith(("//", "/\\"))
+    assert urlsplit(urljoin(served.url, location)).netloc == urlsplit(served.url).netloc
 
 
 def test_without_a_token_only_loopback_names_are_answered(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import json
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -82,13 +81,8 @@ class Guard:
         scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and _same(given.strip(), self.token):
             return True
-        cookie = SimpleCookie()
-        try:
-            cookie.load(headers.get("cookie", ""))
-        except CookieError:
-            return False
-        morsel = cookie.get(COOKIE)
-        return morsel is not None and _same(unquote(morsel.value), self.token)
+        cookie = _cookie(headers.get("cookie", ""), COOKIE)
+        return cookie is not None and _same(unquote(cookie), self.token)
 
     async def _exchange_token(self, scope: Scope, send: Send) -> None:
         assert self.token is not None
@@ -98,7 +92,7 @@ class Guard:
         rest = [
             (k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode()) if k != "token"
         ]
-        location = scope["path"] + (f"?{urlencode(rest)}" if rest else "")
+        location = same_site(scope["path"]) + (f"?{urlencode(rest)}" if rest else "")
         cookie = f"{COOKIE}={quote(self.token, safe='')}; HttpOnly; SameSite=Strict; Path=/"
         await send(
             {
@@ -150,6 +144,28 @@ def _same(given: str, token: str) -> bool:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _cookie(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header.
+
+    Parsed by hand: :class:`http.cookies.SimpleCookie` stops at the first cookie
+    it does not like (another app's ``prefs={"a":1}``), losing ours after it.
+    """
+    for pair in header.split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == name:
+            return value.strip().strip('"')
+    return None
+
+
+def same_site(path: str) -> str:
+    """``path`` as a redirect target that stays on this server.
+
+    ``//evil.example/`` (or ``/\\evil.example/``) is a path to us but an
+    address elsewhere to a browser, so leading slashes are collapsed to one.
+    """
+    return "/" + quote(path.lstrip("/\\"), safe="/:@!$&'()*+,;=~")
 
 
 def _hostname(host: str) -> str:
