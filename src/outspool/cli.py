@@ -26,7 +26,7 @@ from outspool.logview import LineView
 from outspool.models import Execution, Status, Stream
 from outspool.process import limit_malloc_arenas
 from outspool.search import Window, compile_pattern
-from outspool.settings import Settings
+from outspool.settings import MAX_TIMEOUT, Settings, check_timeout
 from outspool.when import parse_when
 from outspool.worker import Worker
 
@@ -101,6 +101,13 @@ def _limit_options() -> list[Callable[[F], F]]:
     ]
 
 
+def _timeout(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    try:
+        return check_timeout(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 def _parse_labels(
     ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]
 ) -> dict[str, str]:
@@ -119,9 +126,10 @@ def program_options(timeout_help: str) -> Callable[[F], F]:
             click.option("--name", help="A name to find the execution by."),
             click.option(
                 "--timeout",
-                type=click.FloatRange(min=0, min_open=True),
+                type=float,
+                callback=_timeout,
                 metavar="SECONDS",
-                help=timeout_help,
+                help=timeout_help + f" At most {MAX_TIMEOUT:.0f} (366 days).",
             ),
             click.option(
                 "--pty", is_flag=True, help="Run on a pseudo-terminal (stdout and stderr merge)."

@@ -20,7 +20,7 @@ from outspool.errors import ConfigError, SpawnError
 from outspool.labels import validate as validate_labels
 from outspool.limits import LIMIT_OPTIONS, Limits, check_asked
 from outspool.masking import check_secret
-from outspool.settings import Settings
+from outspool.settings import Settings, check_timeout
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, sorts like time
 
@@ -94,8 +94,9 @@ class Job:
         """Refuse a job that can never run, before it is stored."""
         if self.command and self.language:
             raise ConfigError("give either a command or --language/--code, not both")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout}")
+        check_timeout(self.timeout)
+        for what, text in self._texts():
+            check_utf8(what, text)
         self._validate_limits(settings)
         for key, value in self.secrets.items():
             check_secret(key, value)
@@ -105,8 +106,8 @@ class Job:
     def _validate_limits(self, settings: Settings) -> None:
         for name, option in LIMIT_OPTIONS.items():
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{option} must be positive, not {value}")
+            if value is not None and not 0 < value < 1 << 62:  # nan and inf fail too
+                raise ConfigError(f"{option} must be a positive finite number, not {value}")
         check_asked(self.limits(), settings)
 
     def limits(self) -> Limits:
@@ -117,6 +118,22 @@ class Job:
             processes=self.max_processes,
             file_size=self.max_file_size,
         )
+
+    def _texts(self) -> list[tuple[str, str]]:
+        """The fields stored as text (the command is stored as JSON, any bytes allowed)."""
+        texts = [("name", self.name), ("language", self.language), ("code", self.code)]
+        texts.append(("cwd", self.cwd))
+        texts += [(f"env {key}", f"{key}={value}") for key, value in self.env.items()]
+        return [(what, text) for what, text in texts if text is not None]
+
+
+def check_utf8(what: str, text: str) -> None:
+    """Refuse text that is not UTF-8 (bytes from a command line arrive as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        raise ConfigError(f"{what} is not valid UTF-8: '{shown}'") from None
 
 
 class JobOptions(TypedDict, total=False):

@@ -17,7 +17,7 @@ from outspool.errors import OutspoolError, SpawnError
 from outspool.isolation import EXECUTION_ENV, Isolation
 from outspool.models import Execution, Outcome, Status, Stream
 from outspool.process import spawn
-from outspool.settings import Settings
+from outspool.settings import Settings, check_timeout
 from outspool.store.base import Store
 from outspool.writer import Sink, Writer
 
@@ -97,6 +97,7 @@ class Execute:
         self.sink = sink
         guard = self.isolation.prepare(ex.id, ex.command, self._env, ex.cwd)
         try:
+            check_timeout(ex.timeout)  # stored by an older version that did not check it
             child = spawn(
                 guard.argv,
                 env=guard.env,

@@ -33,6 +33,10 @@ NON_SETTINGS = frozenset(
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
+DAY = 86400.0
+#: The longest timeout a job may have, in seconds (366 days).
+MAX_TIMEOUT = 366 * DAY
 
 #: ``(?<!\d)`` starts a number only where it starts, so a run of digits is scanned once.
 DEFAULT_PROGRESS_PATTERNS = (r"(?<!\d)\d+%", r"step \d+", r"complete", r"error", r"warning")
@@ -76,11 +80,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: Upper bound, in seconds, on how long output waits in memory before it is committed.
     flush_interval: Annotated[float, Meta(gt=0, le=3600)] = 1.0
     #: A buffer holding more than this many bytes is flushed at once.
-    max_buffer_size: Annotated[int, Meta(gt=0)] = 10 * KiB
+    max_buffer_size: Annotated[int, Meta(gt=0, le=GiB)] = 10 * KiB
     #: A buffer holding more than this many lines is flushed at once.
-    max_buffer_lines: Annotated[int, Meta(gt=0)] = 100
+    max_buffer_lines: Annotated[int, Meta(gt=0, le=1_000_000_000)] = 100
     #: Streams up to this size are also kept inline in the executions row when done.
-    max_inline_output: Annotated[int, Meta(ge=0)] = 1 * MiB
+    max_inline_output: Annotated[int, Meta(ge=0, le=GiB)] = 1 * MiB
     #: Regular expressions (case-insensitive) for lines that update ``progress``.
     progress_patterns: list[str] = msgspec.field(
         default_factory=lambda: list(DEFAULT_PROGRESS_PATTERNS)
@@ -88,11 +92,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # --- what fixes the design document's defects ------------------------------
     #: When the writer is idle, output is committed after this short delay (seconds).
-    idle_flush_delay: Annotated[float, Meta(ge=0)] = 0.005
+    idle_flush_delay: Annotated[float, Meta(ge=0, le=3600)] = 0.005
     #: A chunk row closes once it holds this many bytes (before compression) plus one read.
-    max_chunk_size: Annotated[int, Meta(ge=4 * KiB)] = 1 * MiB
+    max_chunk_size: Annotated[int, Meta(ge=4 * KiB, le=256 * MiB)] = 1 * MiB
     #: Memory bound: above this many pending bytes per process, pipes stop being read.
-    max_pending_bytes: Annotated[int, Meta(ge=64 * KiB)] = 4 * MiB
+    max_pending_bytes: Annotated[int, Meta(ge=64 * KiB, le=64 * GiB)] = 4 * MiB
     #: Bytes asked of the pipe per read; pipes are enlarged to this size when allowed.
     read_size: Annotated[int, Meta(ge=4 * KiB, le=64 * MiB)] = 1 * MiB
     #: Chunk compression: zstd when it makes a chunk smaller, or none.
@@ -103,9 +107,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: How many recent lines of a running execution are kept at hand in memory.
     recent_lines: Annotated[int, Meta(ge=1, le=100_000)] = 100
     #: Only this many trailing bytes of each read are scanned for progress lines.
-    progress_scan_bytes: Annotated[int, Meta(ge=256)] = 8 * KiB
+    progress_scan_bytes: Annotated[int, Meta(ge=256, le=MiB)] = 8 * KiB
     #: Seconds a database call waits on a lock held by another process.
-    busy_timeout: Annotated[float, Meta(ge=0)] = 30.0
+    busy_timeout: Annotated[float, Meta(ge=0, le=DAY)] = 30.0
     #: How often (seconds) followers look for new output on backends that cannot push.
     poll_interval: Annotated[float, Meta(gt=0, le=10)] = 0.01
 
@@ -113,19 +117,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: Set PYTHONUNBUFFERED=1 in the program's environment, so Python output shows live.
     pythonunbuffered: bool = True
     #: Seconds between SIGTERM and SIGKILL when a program is stopped.
-    kill_grace: Annotated[float, Meta(ge=0)] = 5.0
+    kill_grace: Annotated[float, Meta(ge=0, le=DAY)] = 5.0
     #: Seconds output is still drained after the program exits while a child holds its pipes.
-    drain_grace: Annotated[float, Meta(ge=0)] = 2.0
+    drain_grace: Annotated[float, Meta(ge=0, le=DAY)] = 2.0
     #: Language name -> argv prefix for ``--language``/``--code``.
     languages: dict[str, list[str]] = msgspec.field(default_factory=default_languages)
 
     # --- worker ----------------------------------------------------------------
     #: Seconds between a worker's heartbeats.
-    heartbeat_interval: Annotated[float, Meta(gt=0)] = 2.0
+    heartbeat_interval: Annotated[float, Meta(gt=0, le=3600)] = 2.0
     #: A running execution whose worker's heartbeat is older than this is ``lost``.
-    heartbeat_timeout: Annotated[float, Meta(gt=0)] = 30.0
+    heartbeat_timeout: Annotated[float, Meta(gt=0, le=DAY)] = 30.0
     #: Seconds a shutting-down worker lets running programs finish before stopping them.
-    shutdown_grace: Annotated[float, Meta(ge=0)] = 10.0
+    shutdown_grace: Annotated[float, Meta(ge=0, le=DAY)] = 10.0
     #: Variables a worker passes from its own environment to the programs it runs.
     env_allowlist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
 
@@ -135,18 +139,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: Whether a sandboxed job that asks for the network (``--network``) gets it.
     allow_network: bool = False
     #: Bytes each of a sandbox's fresh ``/tmp`` and working directory may hold.
-    sandbox_disk: Annotated[int, Meta(ge=1 * MiB)] = 256 * MiB
+    sandbox_disk: Annotated[int, Meta(ge=1 * MiB, le=1 << 62)] = 256 * MiB
     #: Limits of a worker's job that does not ask for one (None: the ceiling below).
-    default_cpu_time: Annotated[float, Meta(gt=0)] | None = None
-    default_memory: Annotated[int, Meta(ge=1 * MiB)] | None = None
-    default_processes: Annotated[int, Meta(gt=0)] | None = 1024
-    default_file_size: Annotated[int, Meta(gt=0)] | None = None
+    default_cpu_time: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT)] | None = None
+    default_memory: Annotated[int, Meta(ge=1 * MiB, le=1 << 62)] | None = None
+    default_processes: Annotated[int, Meta(gt=0, le=1 << 62)] | None = 1024
+    default_file_size: Annotated[int, Meta(gt=0, le=1 << 62)] | None = None
     #: Ceilings: a job may ask for less, never more (None: no ceiling).
-    limit_cpu_time: Annotated[float, Meta(gt=0)] | None = None
-    limit_memory: Annotated[int, Meta(ge=1 * MiB)] | None = None
-    limit_processes: Annotated[int, Meta(gt=0)] | None = None
-    limit_file_size: Annotated[int, Meta(gt=0)] | None = None
-    limit_open_files: Annotated[int, Meta(gt=0)] | None = None
+    limit_cpu_time: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT)] | None = None
+    limit_memory: Annotated[int, Meta(ge=1 * MiB, le=1 << 62)] | None = None
+    limit_processes: Annotated[int, Meta(gt=0, le=1 << 62)] | None = None
+    limit_file_size: Annotated[int, Meta(gt=0, le=1 << 62)] | None = None
+    limit_open_files: Annotated[int, Meta(gt=0, le=1 << 62)] | None = None
 
     # --- web -------------------------------------------------------------------
     #: Bearer token required by ``outspool serve`` (mandatory off loopback).
@@ -195,6 +199,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 #: Settings whose environment value is JSON (lists and maps).
 _JSON_FIELDS = frozenset({"progress_patterns", "languages", "env_allowlist"})
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """``timeout`` if it is a number of seconds above 0 and at most :data:`MAX_TIMEOUT`.
+
+    ``inf``, ``1e308``, ``nan`` and negative numbers are refused with a
+    :class:`ConfigError`: a timer that far away overflows the clocks it is set on.
+    """
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:  # nan fails both
+        raise ConfigError(
+            f"timeout must be above 0 and at most {MAX_TIMEOUT:.0f} seconds (366 days), "
+            f"not {timeout}"
+        )
+    return timeout
 
 
 def _from_env(name: str, raw: str) -> Any:

@@ -8,6 +8,7 @@ backend module supplies its connections, transactions and chunk payloads.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import platformdirs
@@ -32,6 +33,16 @@ def default_db() -> str:
     return str(Path(platformdirs.user_data_dir("outspool")) / "outspool.db")
 
 
+def _refuse_unknown_scheme(url: str) -> None:
+    """``mysql://x/y`` is a mistake, not a relative path ``mysql:/x/y`` to create."""
+    found = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    if found and found.group(1).lower() != "sqlite":
+        raise StoreError(
+            f"unknown database URL scheme {found.group(1)!r} in {url!r}: "
+            "use a file path, sqlite:///path or postgresql://..."
+        )
+
+
 def open_store(
     url: str | None = None, settings: Settings | None = None, *, create: bool = True
 ) -> Store:
@@ -51,6 +62,7 @@ def open_store(
             ) from None
         store: SqlStore = PostgresStore(url, settings)
     else:
+        _refuse_unknown_scheme(url)
         from outspool.store.sqlite import SqliteStore
 
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url

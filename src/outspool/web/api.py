@@ -31,6 +31,7 @@ from outspool.jobs import Job
 from outspool.models import Execution, Status, Stream
 from outspool.pieces import Piece
 from outspool.search import MAX_PATTERN, Window, compile_pattern
+from outspool.settings import MAX_TIMEOUT
 from outspool.web.streams import FeedError, Hub
 from outspool.when import parse_when, rfc3339_ms
 
@@ -357,7 +358,7 @@ class Submission(BaseModel):
     language: str | None = Field(None, max_length=64)
     code: str | None = None
     name: str | None = Field(None, max_length=1024)
-    timeout: float | None = Field(None, gt=0, le=366 * 86400, allow_inf_nan=False)
+    timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
     env: dict[str, str] = Field(default_factory=dict, max_length=4096)
     cwd: str | None = Field(None, max_length=4096)
     pty: bool = False
