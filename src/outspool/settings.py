@@ -155,6 +155,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # --- web -------------------------------------------------------------------
     #: Bearer token required by ``outspool serve`` (mandatory off loopback).
     token: str | None = None
+    #: Seconds a client has to send a whole request (headers and body); then 408.
+    request_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    #: Open connections ``outspool serve`` accepts; more are answered 503 at once.
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

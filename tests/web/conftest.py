@@ -36,10 +36,13 @@ class Served:
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port from a thread until the block ends."""
+def running(app: Any, **limits: Any) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port from a thread until the block ends.
+
+    ``limits`` go to :func:`make_server` (``request_timeout``, ``max_connections``).
+    """
     sock = listen("127.0.0.1", 0)
-    server = make_server(app)
+    server = make_server(app, **limits)
     server.config.timeout_graceful_shutdown = 1
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -13,6 +13,7 @@ from outspool.client import Outspool
 from outspool.errors import ConfigError
 from outspool.settings import Settings
 from outspool.web.app import create_app
+from outspool.web.limits import ACCEPT_BATCH, protocol, quiet_descriptor_errors
 
 log = logging.getLogger("outspool.web")
 
@@ -61,9 +62,19 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def make_server(app: Any, log_level: str = "warning") -> uvicorn.Server:
+def make_server(
+    app: Any,
+    log_level: str = "warning",
+    *,
+    request_timeout: float = 10.0,
+    max_connections: int = 1000,
+) -> uvicorn.Server:
+    """uvicorn over ``app`` with the limits of :mod:`outspool.web.limits`."""
+    quiet_descriptor_errors()
     config = uvicorn.Config(
         app,
+        http=protocol(request_timeout, max_connections),
+        backlog=ACCEPT_BATCH,
         log_level=log_level,
         access_log=False,
         ws="none",
@@ -86,7 +97,11 @@ def serve(
     check_exposure(host, token)
     sock = listen(host, port)
     with sock, Outspool(db, settings, kind="serve") as spool:
-        server = make_server(create_app(spool, token=token))
+        server = make_server(
+            create_app(spool, token=token),
+            request_timeout=settings.request_timeout,
+            max_connections=settings.max_connections,
+        )
         hint = " (open it once with ?token=<token>)" if token else ""
         log.info("serving %s at %s%s", spool.describe(), url_of(sock), hint)
         server.run(sockets=[sock])
