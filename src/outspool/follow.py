@@ -18,8 +18,30 @@ from outspool.heartbeat import end_lost
 from outspool.models import Chunk, Execution, Stream
 from outspool.store.base import Store
 
-_BATCH = 64  # chunks fetched per query
+_BATCH = 64  # chunks fetched per query, at most
+BATCH_BYTES = 1 << 20  # ... and about this many bytes of output, so a stalled reader holds little
 T = TypeVar("T")
+
+
+class Batches:
+    """How many chunks the next query asks for: many small ones, or a few large ones.
+
+    A reader whose client stops reading holds its last batch; counting chunks
+    alone let that be 64 chunks of 1 MiB per stalled HTTP client. The size
+    starts at one, at most doubles per query while chunks are small, and drops
+    at once when they are large.
+    """
+
+    def __init__(self, most: int = _BATCH) -> None:
+        self.most = most
+        self.size = 1
+
+    def fetched(self, records: list[ChunkRecord]) -> None:
+        if not records:
+            return
+        total = sum(r.stdout_size + r.stderr_size for r in records)
+        fit = len(records) * BATCH_BYTES // max(total, 1)
+        self.size = max(1, min(self.most, 2 * len(records), fit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +71,12 @@ def read_range(
     after = -1 if first is None else first - 1
     out = bytearray()
     pos = offset
-    batch = 1  # a chunk holds up to max_chunk_size: a small range needs one or two
+    batches = Batches()  # a chunk holds up to max_chunk_size: a small range needs one or two
     while len(out) < limit:
-        records = store.chunks_after(execution_id, after, batch)
+        records = store.chunks_after(execution_id, after, batches.size)
+        batches.fetched(records)
         if not records:
             return Range(bytes(out), offset, pos, True)
-        batch = min(batch * 2, _BATCH)
         for record in records:
             after = record.chunk_index
             chunk = decode(record)
@@ -79,9 +101,11 @@ def read_all(store: Store, execution_id: str, stream: Stream | None) -> bytes:
 
 
 def iter_chunks(store: Store, execution_id: str, after: int = -1) -> Iterator[ChunkRecord]:
-    """Stored chunk rows after index ``after``, in order, a batch at a time."""
+    """Stored chunk rows after index ``after``, in order, about :data:`BATCH_BYTES` at a time."""
+    batches = Batches()
     while True:
-        records = store.chunks_after(execution_id, after, _BATCH)
+        records = store.chunks_after(execution_id, after, batches.size)
+        batches.fetched(records)
         if not records:
             return
         yield from records
@@ -206,7 +230,7 @@ class Follower:
         self.lost_after = lost_after
         self.done = False
         self.execution: Execution | None = None  #: the record as of the last :meth:`read`
-        self._batch = batch
+        self._batches = Batches(batch)
         self._next_lost_check = 0.0
         first = store.chunk_containing(execution_id, stream, offset) if offset else None
         self._after = -1 if first is None else first - 1
@@ -263,10 +287,12 @@ class Follower:
         return bool(end_lost(self.store, self.lost_after, self.execution_id))
 
     def _fetch(self) -> tuple[list[Chunk], bool]:
-        records = self.store.chunks_after(self.execution_id, self._after, self._batch)
+        asked = self._batches.size
+        records = self.store.chunks_after(self.execution_id, self._after, asked)
+        self._batches.fetched(records)
         if records:
             self._after = records[-1].chunk_index
-        return [decode(r) for r in records], len(records) == self._batch
+        return [decode(r) for r in records], len(records) == asked
 
     def _fresh(self, chunks: list[Chunk]) -> list[tuple[Stream, bytes]]:
         """The chunks' pieces past ``offset``; moves ``offset`` past them."""
