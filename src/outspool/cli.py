@@ -581,8 +581,12 @@ def wait_cmd(db: str | None, refs: tuple[str, ...], timeout: float | None) -> No
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 final.append(sp.wait(execution_id, left))
-            except TimeoutError as exc:
-                click.echo(f"outspool: {exc}", err=True)
+            except TimeoutError:
+                status = sp.get(execution_id).status.value
+                click.echo(
+                    f"outspool: execution {execution_id} still {status} after {timeout:g} s",
+                    err=True,
+                )
                 sys.exit(EXIT_TIMEOUT)
     if len(final) == 1:
         sys.exit(_exit_code(final[0]))

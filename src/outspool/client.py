@@ -96,7 +96,7 @@ class Running:
     def wait(self, timeout: float | None = None) -> Execution:
         """Block until the execution has ended and is stored; its final record."""
         if not self.join(timeout):
-            raise TimeoutError(f"execution {self.id} still running after {timeout} s")
+            raise TimeoutError(f"execution {self.id} still running after {timeout:g} s")
         if self.error is not None:
             raise self.error
         return self.execution()

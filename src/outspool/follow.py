@@ -195,7 +195,7 @@ def wait_for(
         left = 1.0 if deadline is None else deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(
-                f"execution {execution_id} still {ex.status.value} after {timeout} s"
+                f"execution {execution_id} still {ex.status.value} after {timeout:g} s"
             )
         store.wait(execution_id, min(left, 1.0))
 

@@ -165,6 +165,7 @@ def test_wait_exits_like_run(spool: Outspool, db_url: str, run_cli: RunCli) -> N
     queued = spool.submit(["true"])
     timed_out = run_cli("wait", queued.id, "--timeout", "0.2", "--db", db_url)
     assert timed_out.rc == 124 and len(timed_out.err_lines) == 1
+    assert "after 0.2 s" in timed_out.err_lines[0]
 
 
 def test_wait_returns_when_a_running_execution_ends(
