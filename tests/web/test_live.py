@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from outspool import Outspool, Running, Settings
-from outspool.models import Status
+from outspool.models import Execution, Status
+from outspool.pieces import Piece
+from outspool.settings import KiB
 from outspool.web.app import create_app
+from outspool.web.streams import BATCH, Hub, Item
 from tests.conftest import SpawnCli
 from tests.helpers import alive, capture_then_kill_it, wait_until
 from tests.web.conftest import Served, running
@@ -155,3 +161,42 @@ def test_the_stream_ends_when_the_capturing_process_is_lost(
         assert alive(grandchild), "following must not kill anything"
         spool.recover()
         wait_until(lambda: not alive(grandchild), message="recovery to kill the grandchild")
+
+
+def test_a_lagging_follower_gets_all_output_before_the_final_status(
+    db_path: Path, settings: Settings, tmp_path: Path
+) -> None:
+    """The execution ends while its follower is many chunks behind: the record it reads is
+    final, but the output before it must all come first (500 watchers once saw a quarter)."""
+    gate = tmp_path / "go"
+    program = (
+        "import os, sys, time\n"
+        "print('first', flush=True)\n"
+        f"while not os.path.exists({str(gate)!r}): time.sleep(0.005)\n"
+        "for i in range(64):\n"  # stdout and stderr alternate: a chunk closes at each 4 KiB
+        "    os.write(1, b'%05d' % i + b'.' * 4090 + b'\\n'); os.write(2, b'e\\n')\n"
+    )
+    small = msgspec.structs.replace(settings, max_chunk_size=4 * KiB)  # many chunks per batch
+    with Outspool(str(db_path), small) as spool:
+        handle = spool.start([sys.executable, "-c", program])
+        wait_until(lambda: b"first" in spool.read(handle.id), message="the first line")
+
+        async def follow() -> list[Item]:
+            hub = Hub(spool)
+            items = hub.follow(spool.get(handle.id), 0)
+            seen = [await anext(items)]
+            while not any(isinstance(i, Piece) for i in seen):
+                seen.append(await anext(items))
+            gate.touch()
+            await asyncio.to_thread(handle.wait, 60)  # ends while the follower waits unread
+            seen += [item async for item in items]
+            await hub.close()
+            return seen
+
+        seen = asyncio.run(follow())
+        stored = spool.read(handle.id)
+    assert len(stored) > 4 * BATCH * 4 * KiB  # several batches were left to read at the end
+    assert b"".join(i.data for i in seen if isinstance(i, Piece)) == stored
+    records = [i for i in seen if isinstance(i, Execution)]
+    assert [r.status.finished for r in records] == [False] * (len(records) - 1) + [True]
+    assert isinstance(seen[-1], Execution)

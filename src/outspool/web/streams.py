@@ -143,7 +143,10 @@ class Hub:
                 yield Piece(start, stream, data)
                 start += len(data)
             record = follower.execution
-            if record is not None and (follower.done or record != shown):
+            # A finished record read before a full batch means more output is stored than
+            # this step returned: it is sent once all of that has been (it is the last item).
+            early = record is not None and record.status.finished and not follower.done
+            if record is not None and (follower.done or (record != shown and not early)):
                 yield record
                 shown = record
             if follower.done:
