@@ -8,6 +8,7 @@ chunk, and a follower asks for chunks after the last one it saw. Stream
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -230,6 +231,8 @@ class Follower:
         self.lost_after = lost_after
         self.done = False
         self.execution: Execution | None = None  #: the record as of the last :meth:`read`
+        #: True when the last read returned a full batch: more was stored than it took.
+        self.behind = False
         self._batches = Batches(batch)
         self._next_lost_check = 0.0
         first = store.chunk_containing(execution_id, stream, offset) if offset else None
@@ -259,6 +262,7 @@ class Follower:
         record = self.store.get(self.execution_id)  # before the chunks: the end follows them
         found, more = self._fetch()
         self.execution = record
+        self.behind = more
         if more:
             return found
         if record.status.finished:
@@ -270,6 +274,31 @@ class Follower:
     def wait(self, timeout: float) -> None:
         """Return when new output may have been committed, or after ``timeout`` seconds."""
         self.store.wait(self.execution_id, timeout)
+
+    def fork(self) -> Follower:
+        """A follower of the same output from the same place (reads nothing)."""
+        twin = copy.copy(self)
+        twin._batches = Batches(self._batches.most)
+        return twin
+
+    @property
+    def after(self) -> int:
+        """The index of the last chunk read (-1 before the first)."""
+        return self._after
+
+    def take(
+        self, chunks: list[Chunk], record: Execution, ended: bool
+    ) -> list[tuple[Stream, bytes]]:
+        """Like :meth:`read`, for chunks someone else read: the ones after :attr:`after`, in
+        order, with the record read before them. ``ended``: they reach the end of a finished
+        execution (the follow is then done). A server reads new chunks once for all its
+        followers of an execution this way (:mod:`outspool.web.streams`)."""
+        if chunks:
+            self._after = chunks[-1].chunk_index
+        self.execution = record
+        self.behind = False
+        self.done = ended
+        return self._fresh(chunks)
 
     def __iter__(self) -> Iterator[tuple[Stream, bytes]]:
         while not self.done:

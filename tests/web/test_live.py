@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from outspool import Outspool, Running, Settings
 from outspool.models import Execution, Status
 from outspool.pieces import Piece
 from outspool.settings import KiB
+from outspool.web import streams
 from outspool.web.app import create_app
 from outspool.web.streams import BATCH, Hub, Item
 from tests.conftest import SpawnCli
@@ -200,3 +202,108 @@ def test_a_lagging_follower_gets_all_output_before_the_final_status(
     records = [i for i in seen if isinstance(i, Execution)]
     assert [r.status.finished for r in records] == [False] * (len(records) - 1) + [True]
     assert isinstance(seen[-1], Execution)
+
+
+def test_many_followers_share_reads_and_each_gets_every_byte_once(
+    spool: Outspool, gated: tuple[Running, Gate]
+) -> None:
+    """Followers that have caught up take new output from their waiter's window; one that
+    joins late reads the store until it reaches the others. Each gets all, in order, once."""
+    handle, gate = gated
+
+    async def follow() -> tuple[list[list[Item]], bool]:
+        hub = Hub(spool)
+        seen: list[list[Item]] = []
+        pumps: list[asyncio.Task[None]] = []
+
+        def add_follower() -> None:
+            items: list[Item] = []
+            seen.append(items)
+
+            async def pump() -> None:
+                async for item in hub.follow(spool.get(handle.id), 0):
+                    items.append(item)
+
+            pumps.append(asyncio.create_task(pump()))
+
+        async def until(check: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 60
+            while not check():
+                assert time.monotonic() < deadline, "the followers did not get there"
+                await asyncio.sleep(0.01)
+
+        def all_have(text: bytes) -> bool:
+            return all(text in b"".join(i.data for i in s if isinstance(i, Piece)) for s in seen)
+
+        for _ in range(20):
+            add_follower()
+        await until(lambda: all_have(b"err 0\n"))
+        await until(lambda: hub.waiters[handle.id].reader is not None)  # one reads for all
+        gate.open(0)
+        await until(lambda: all_have(b"err 1\n"))
+        shared = hub.waiters[handle.id].reader is not None
+        add_follower()  # a late joiner, from the start
+        gate.open(1)
+        gate.open(2)
+        await asyncio.gather(*pumps)
+        await hub.close()
+        return seen, shared
+
+    seen, shared = asyncio.run(follow())
+    stored = spool.read(handle.id)
+    assert shared
+    for items in seen:
+        assert b"".join(i.data for i in items if isinstance(i, Piece)) == stored
+        records = [i for i in items if isinstance(i, Execution)]
+        assert records[-1] is items[-1] and records[-1].status is Status.SUCCEEDED
+        assert not any(r.status.finished for r in records[:-1])
+
+
+@pytest.mark.parametrize("window", [streams.WINDOW_BYTES, 8 * KiB])
+def test_a_follower_left_behind_the_window_reads_the_store_itself(
+    db_path: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
+    """One follower stops reading while the others (through the shared window) read 256 KiB
+    in 4 KiB chunks; with a small window it falls out of it. It still gets every byte."""
+    monkeypatch.setattr(streams, "WINDOW_BYTES", window)
+    gate = tmp_path / "go"
+    program = (
+        "import os, sys, time\n"
+        "print('first', flush=True)\n"
+        f"while not os.path.exists({str(gate)!r}): time.sleep(0.005)\n"
+        "for i in range(64):\n"
+        "    os.write(1, b'%05d' % i + b'.' * 4090 + b'\\n'); os.write(2, b'e\\n')\n"
+    )
+    small = msgspec.structs.replace(settings, max_chunk_size=4 * KiB)
+    with Outspool(str(db_path), small) as spool:
+        handle = spool.start([sys.executable, "-c", program])
+        wait_until(lambda: b"first" in spool.read(handle.id), message="the first line")
+
+        async def follow() -> tuple[list[Item], list[list[Item]]]:
+            hub = Hub(spool)
+            lagging = hub.follow(spool.get(handle.id), 0)
+            behind = [await anext(lagging)]
+            while not any(isinstance(i, Piece) for i in behind):
+                behind.append(await anext(lagging))
+            others: list[list[Item]] = [[] for _ in range(5)]
+
+            async def pump(into: list[Item]) -> None:
+                async for item in hub.follow(spool.get(handle.id), 0):
+                    into.append(item)
+
+            pumps = [asyncio.create_task(pump(into)) for into in others]
+            deadline = time.monotonic() + 60
+            while hub.waiters[handle.id].reader is None:
+                assert time.monotonic() < deadline, "no shared reader"
+                await asyncio.sleep(0.01)
+            gate.touch()
+            await asyncio.gather(*pumps)  # all read while the lagging one waits
+            behind += [item async for item in lagging]
+            await hub.close()
+            return behind, others
+
+        behind, others = asyncio.run(follow())
+        stored = spool.read(handle.id)
+    for items in [behind, *others]:
+        assert b"".join(i.data for i in items if isinstance(i, Piece)) == stored
+        assert isinstance(items[-1], Execution) and items[-1].status is Status.SUCCEEDED

@@ -7,15 +7,21 @@ bounded amount of output and a slow client slows only itself (the server's
 send waits for the socket). The follower ends the stream when the execution
 ends or its capturing process is lost, as it does for the CLI and the library.
 
-Waiting is shared: one :class:`Waiter` per followed execution waits on the
-store and wakes every connection following it, so many watchers of one
-execution cost one store wait, not one each. Offsets are byte positions in the
+Waiting and reading new output are shared: one :class:`Waiter` per followed
+execution waits on the store, reads what was committed once (into a window of
+at most :data:`WINDOW_BYTES` of recent chunks) and wakes every connection
+following it. A connection that has caught up takes its next pieces from that
+window; one further behind (a late joiner, a slow client) reads the store on
+its own until it catches up. So 500 watchers of one execution cost one store
+wait and one read per commit, not 500. Offsets are byte positions in the
 merged (``all``) stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,12 +33,13 @@ import anyio.to_thread
 from outspool.client import Outspool
 from outspool.errors import OutspoolError
 from outspool.follow import Follower
-from outspool.models import Execution
+from outspool.models import Chunk, Execution, Stream
 from outspool.pieces import Piece
 
 BATCH = 4  # chunks read per step by one connection (each at most max_chunk_size)
 _WAIT = 1.0  # seconds a waiter waits on the store per step (also how soon it notices it is unused)
 KEEPALIVE = 15.0  # seconds of silence after which a follower is sent ``None``
+WINDOW_BYTES = 4 << 20  # recent output a waiter keeps for the connections it serves
 
 T = TypeVar("T")
 
@@ -48,7 +55,8 @@ Item = Piece | Execution | FeedError | None
 
 
 class Waiter:
-    """Waits on the store for one execution while anyone follows it, and wakes them all."""
+    """Waits on the store for one execution while anyone follows it, reads what is new once
+    for all of them, and wakes them all."""
 
     def __init__(self, hub: Hub, follower: Follower) -> None:
         self.hub = hub
@@ -56,13 +64,21 @@ class Waiter:
         self.users = 0
         self.changed = asyncio.Event()  # replaced after every wake
         self.task: asyncio.Task[None] | None = None
+        self.reader: Follower | None = None  # the shared reader, from where one caught up
+        self.window: deque[Chunk] = deque()  # the reader's latest chunks, in order
+        self.window_after = -1  # the reader had read up to this chunk before window[0]
+        self.window_bytes = 0
+        self.record: Execution | None = None  # as the reader last read it, before its chunks
+        self.ended = False  # the reader has read the last chunk of a finished execution
 
     async def run(self) -> None:
         try:
             while self.users:
                 try:
                     await self.hub.in_thread(self.follower.wait, _WAIT, waiting=True)
+                    await self._refresh()
                 except OutspoolError:  # the store is away: followers meet it on their reads
+                    self.reader = None
                     await asyncio.sleep(_WAIT)
                 self.wake()
         finally:
@@ -71,6 +87,53 @@ class Waiter:
     def wake(self) -> None:
         woken, self.changed = self.changed, asyncio.Event()
         woken.set()
+
+    def join(self, follower: Follower) -> None:
+        """``follower`` found nothing more stored: the shared reader starts from there
+        (if none has yet)."""
+        if self.reader is None:
+            self.reader = follower.fork()
+            self.window.clear()
+            self.window_after = follower.after
+            self.window_bytes = 0
+            self.record = follower.execution
+            self.ended = follower.done
+
+    def serve(self, follower: Follower) -> list[tuple[Stream, bytes]] | None:
+        """``follower``'s next pieces from the window (at most :data:`BATCH` chunks), or
+        None when it is not within the window and must read the store itself."""
+        reader, record = self.reader, self.record
+        if reader is None or record is None or not self.window_after <= follower.after:
+            return None
+        if follower.after == reader.after:  # caught up: nothing new until the next read
+            return follower.take([], record, self.ended)
+        if follower.after > reader.after:
+            return None
+        keys = [chunk.chunk_index for chunk in self.window]
+        first = bisect.bisect_right(keys, follower.after)
+        chunks = [self.window[i] for i in range(first, min(first + BATCH, len(keys)))]
+        ended = self.ended and chunks[-1].chunk_index == reader.after
+        return follower.take(chunks, record, ended)
+
+    async def _refresh(self) -> None:
+        """Read what was committed since the last refresh into the window."""
+        while (reader := self.reader) is not None and not self.ended:
+            chunks = await self.hub.in_thread(reader.read_chunks, waiting=True)
+            if reader is not self.reader:  # dropped meanwhile
+                return
+            self.record, self.ended = reader.execution, reader.done
+            for chunk in chunks:
+                self._keep(chunk)
+            if not reader.behind:
+                return
+
+    def _keep(self, chunk: Chunk) -> None:
+        self.window.append(chunk)
+        self.window_bytes += len(chunk.stdout) + len(chunk.stderr)
+        while self.window_bytes > WINDOW_BYTES and len(self.window) > 1:
+            old = self.window.popleft()
+            self.window_after = old.chunk_index
+            self.window_bytes -= len(old.stdout) + len(old.stderr)
 
 
 class Hub:
@@ -138,7 +201,11 @@ class Hub:
         while True:
             changed = waiter.changed  # taken before reading: a later commit wakes it
             start = follower.offset
-            found = await self.in_thread(follower.read)
+            found = waiter.serve(follower)
+            if found is None:
+                found = await self.in_thread(follower.read)
+                if not found:  # it has read all that is stored
+                    waiter.join(follower)
             for stream, data in found:
                 yield Piece(start, stream, data)
                 start += len(data)
