@@ -447,7 +447,14 @@ def _shown(key: str, value: Any) -> str:
 @label_option("Only executions with this label (repeatable: all must match).")
 @when_option("--since", "Only executions created at or after TIME")
 @click.option("--ago", is_flag=True, help="Show start times as ages (5m ago).")
-@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=20, show_default=True)
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1, max=10_000),
+    default=20,
+    show_default=True,
+    help="Show at most this many (the newest).",
+)
 def ls(
     db: str | None,
     as_json: bool,

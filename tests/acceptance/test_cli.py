@@ -164,7 +164,7 @@ def test_ls_json_status_and_limit(db: str, run_cli: RunCli) -> None:
         return [ex["id"] for ex in json.loads(result.stdout)]
 
     assert ls() == ids[::-1]  # newest first
-    assert ls("--limit", "2") == ids[:-3:-1]
+    assert ls("--limit", "2") == ids[:-3:-1] == ls("-n", "2")  # -n as in logs -n, docker ps -n
     assert ls("--status", "failed") == [ids[3], ids[1]]
     assert ls("--status", "succeeded", "--limit", "1") == [ids[4]]
     assert ls("--status", "timed_out") == []
