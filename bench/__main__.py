@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from bench import concurrency, find, live, outspool_api, report, sandbox, sections
+from bench import bounded, concurrency, find, live, outspool_api, report, sandbox, sections
 from bench import contenders as c
 from bench.common import MIB, RESULTS, WORK, Row
 from bench.scale.common import Section
@@ -166,6 +166,10 @@ def _run_all(
     title = f"sandbox: {jobs} trivial jobs, runs of `true`, {mib} MiB captured, with and without"
     scenario("sandbox", title, partial(sandbox.run, jobs, mib, sizes.runs))
     _find_scenarios(sizes, scenario)
+    big = sizes.bulk[1]
+    title = f"bounded: bulk {_size(big)} under --max-output {bounded.LIMIT} (issue 9)"
+    scenario("bounded", title, partial(bounded.capture, big, sizes.runs))
+    scenario("prune-10k", "prune 10,000 executions beside a capture", bounded.stall_rows)
     return results, titles
 
 

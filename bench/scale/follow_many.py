@@ -33,6 +33,8 @@ def main(argv: list[str]) -> int:
             got: list[float] = []
             everything: list[float] = []
             for _stream, piece in spool.follow(execution_id):
+                if not isinstance(piece, bytes):
+                    continue  # a gap (none here: no output limit is reached)
                 now = time.time()
                 latencies(piece, now, got, skip)
                 latencies(piece, now, everything)

@@ -19,6 +19,7 @@ import click
 from outspool import __version__, display, labels, watch
 from outspool.client import Outspool, Running
 from outspool.errors import ConfigError, InvalidStateError, OutspoolError
+from outspool.follow import Gap
 from outspool.isolation import become_subreaper
 from outspool.jobs import Job
 from outspool.lines import LineSplitter
@@ -27,6 +28,7 @@ from outspool.models import Execution, Status, Stream
 from outspool.process import limit_malloc_arenas
 from outspool.search import Window, compile_pattern
 from outspool.settings import MAX_TIMEOUT, Settings, check_timeout
+from outspool.units import parse_duration, parse_size
 from outspool.when import parse_when
 from outspool.worker import Worker
 
@@ -117,6 +119,21 @@ def _parse_labels(
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
+class SizeType(click.ParamType[int]):
+    """A byte size: ``1048576``, ``1MiB``, ``64MB``."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_size(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
+
+
 def program_options(timeout_help: str) -> Callable[[F], F]:
     """What to run and how, shared by ``run`` and ``submit``: one option per field of
     :class:`~outspool.jobs.Job`, named like it (see :func:`job_of`)."""
@@ -157,6 +174,13 @@ def program_options(timeout_help: str) -> Callable[[F], F]:
                 metavar="KEY=VALUE",
                 callback=_parse_labels,
                 help="A label to find the execution by (repeatable).",
+            ),
+            click.option(
+                "--max-output",
+                type=SIZE,
+                metavar="BYTES",
+                help="Keep at most this much of each stream: its first and last halves "
+                "(e.g. 1MiB; at most the max_output setting).",
             ),
         ]
         for option in reversed(options):
@@ -353,10 +377,12 @@ def _bytes_of(
     offset = 0
     if tail_lines is not None:
         last = sp.tail(execution_id, tail_lines, view.stream)
+        if last.dropped:
+            view.write(Gap(view.stream or Stream.STDOUT, last.offset, last.dropped))
         view.write(last.data)
         offset = last.next_offset
     elif not follow:
-        for piece in sp.iter_output(execution_id, view.stream):
+        for piece in sp.iter_pieces(execution_id, view.stream):
             view.write(piece)
     if follow:
         _follow(sp, execution_id, offset, view)
@@ -733,6 +759,95 @@ def show_library_messages() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+# --- deleting ----------------------------------------------------------------------------
+
+
+class DurationType(click.ParamType[float]):
+    """A duration: ``30d``, ``12h``, ``10m``, ``0s`` (a bare number is seconds)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            return parse_duration(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.command()
+@db_option
+@click.argument("execution_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Cancel a queued or running one first, then delete.")
+def delete(db: str | None, execution_ids: tuple[str, ...], force: bool) -> None:
+    """Delete executions and all their output; the space goes back to the filesystem.
+
+    A queued or running execution is refused unless --force.
+    """
+    with spool(db) as sp:
+        for execution_id in execution_ids:
+            click.echo(f"{sp.delete(execution_id, force=force)} deleted")
+
+
+@cli.command()
+@db_option
+@click.option(
+    "--older-than", type=DurationType(), metavar="DURATION", help="Ended longer ago (30d, 12h)."
+)
+@click.option(
+    "--keep-last", type=click.IntRange(min=0), metavar="N", help="Keep the newest N finished."
+)
+@click.option(
+    "--max-size",
+    type=SIZE,
+    metavar="BYTES",
+    help="Oldest first, until the stored output fits (e.g. 10GiB).",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in Status if s.finished]),
+    help="Only executions that ended so (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def prune(
+    db: str | None,
+    older_than: float | None,
+    keep_last: int | None,
+    max_size: int | None,
+    statuses: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Delete finished executions matching every rule given; queued and running ones stay.
+
+    \b
+    outspool prune --older-than 30d
+    outspool prune --keep-last 1000 --status succeeded --dry-run
+    """
+    if older_than is None and keep_last is None and max_size is None and not statuses:
+        raise click.UsageError(
+            "give at least one of --older-than, --keep-last, --max-size, --status"
+        )
+    with spool(db) as sp:
+        done = sp.prune(
+            older_than=older_than,
+            keep_last=keep_last,
+            max_size=max_size,
+            statuses=[Status(s) for s in statuses],
+            dry_run=dry_run,
+        )
+    if as_json:
+        click.echo(json.dumps(done.to_json(), indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    plural = "" if done.count == 1 else "s"
+    click.echo(f"{verb} {done.count} execution{plural} ({_human(done.bytes)} of output)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,17 +18,19 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Unpack
 
-from outspool import queue
+from outspool import prune, queue
 from outspool.errors import ConfigError, StoreError
 from outspool.follow import (
     Follower,
+    Gap,
     Range,
     iter_output,
+    iter_pieces,
     read_all,
     read_range,
     tail,
@@ -41,6 +43,7 @@ from outspool.jobs import Command, Job, JobOptions, as_command, new_id
 from outspool.lines import Line, iter_lines, line_starts
 from outspool.models import Execution, Status, Stream
 from outspool.pieces import PieceRange, line_boundary, read_pieces
+from outspool.prune import Pruned
 from outspool.runner import Execute, check_runnable, program_env
 from outspool.sandbox import Sandbox
 from outspool.sandbox import problem as sandbox_problem
@@ -404,6 +407,29 @@ class Outspool:
         and kill their leftover processes on this host; the IDs it ended."""
         return queue.recover(self.store, self.settings)
 
+    # --- deleting ----------------------------------------------------------------------
+
+    def delete(self, execution_id: str, *, force: bool = False) -> str:
+        """Delete an execution and all its output; its full ID. The space comes back.
+
+        A queued or running one is refused (InvalidStateError) unless ``force``,
+        which cancels it and waits for its end first.
+        """
+        return prune.remove(self.store, self.settings, execution_id, force=force)
+
+    def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        keep_last: int | None = None,
+        max_size: int | None = None,
+        statuses: Iterable[Status] = (),
+        dry_run: bool = False,
+    ) -> Pruned:
+        """Delete finished executions matching every rule given (queued and running stay)."""
+        rules = prune.Rules(older_than, keep_last, max_size, frozenset(statuses))
+        return prune.prune(self.store, rules, dry_run=dry_run)
+
     # --- reading -----------------------------------------------------------------------
 
     def get(self, execution_id: str) -> Execution:
@@ -472,6 +498,11 @@ class Outspool:
     def iter_output(self, execution_id: str, stream: Stream | None = None) -> Iterator[bytes]:
         """The stored output chunk by chunk, in order, holding one batch in memory."""
         return iter_output(self.store, self.get(execution_id).id, stream)
+
+    def iter_pieces(self, execution_id: str, stream: Stream | None = None) -> Iterator[bytes | Gap]:
+        """Like :meth:`iter_output`, with a :class:`~outspool.follow.Gap` where bytes were
+        not kept (past the execution's output limit)."""
+        return iter_pieces(self.store, self.get(execution_id).id, stream)
 
     def output(
         self, execution_id: str, stream: Stream | None = None, offset: int = 0, limit: int = 1 << 20

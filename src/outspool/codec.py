@@ -44,6 +44,8 @@ class ChunkRecord:
     stdout: bytes | None
     stderr: bytes | None
     line_times: bytes | None = None  #: when each read arrived (outspool.linetimes)
+    #: Holds only the sliding tail of a stream past its limit: deleted whole as it slides.
+    trimmable: bool = False
 
 
 class Encoder:
@@ -61,10 +63,12 @@ class Encoder:
         timestamp: float,
         *,
         stamps: Sequence[int] | None = None,
+        trimmable: bool = False,
     ) -> ChunkRecord:
         """Encode ``segments`` (non-empty) whose streams start at ``offsets``.
 
         ``stamps``: the wall-clock ms of each read; the chunk's timestamp becomes the first.
+        ``trimmable``: the chunk holds only a stream's sliding tail (see outspool.window).
         """
         line_times = None
         if stamps:
@@ -94,6 +98,7 @@ class Encoder:
             stdout=out_blob if out else None,
             stderr=err_blob if err else None,
             line_times=line_times,
+            trimmable=trimmable,
         )
 
 

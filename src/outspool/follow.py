@@ -4,6 +4,11 @@ Every reader works from chunk rows, so it reads only what it returns: a range
 starts at the chunk holding its first byte, a tail walks back from the last
 chunk, and a follower asks for chunks after the last one it saw. Stream
 ``None`` means both streams in arrival order (``all``).
+
+Offsets are the program's own. When a stream passed its output limit
+(:mod:`outspool.window`), the bytes between its head and its tail are not
+stored: readers see the jump in the chunks' offsets and say so, as a
+:class:`Gap` (or ``Range.dropped``), never as wrong bytes.
 """
 
 from __future__ import annotations
@@ -53,6 +58,45 @@ class Range:
     offset: int
     next_offset: int
     eof: bool  # True when fewer than ``limit`` bytes were stored past ``offset``
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Bytes of a stream that were not kept: ``[offset, offset + size)`` in its numbering."""
+
+    stream: Stream
+    offset: int
+    size: int
+
+
+class Cursor:
+    """Where each stream stands while reading chunks in order: finds the gaps."""
+
+    def __init__(self, stream: Stream | None, stdout: int = 0, stderr: int = 0) -> None:
+        self.stream = stream
+        self.pos = {Stream.STDOUT: stdout, Stream.STDERR: stderr}
+
+    def gaps(self, chunk: Chunk) -> list[Gap]:
+        """The gaps just before ``chunk`` in the streams read; advances past it."""
+        found: list[Gap] = []
+        for s, start, data in _spans(chunk, self.stream):
+            if start > self.pos[s]:
+                found.append(Gap(s, self.pos[s], start - self.pos[s]))
+            self.pos[s] = max(self.pos[s], start + len(data))
+        return found
+
+
+def _spans(chunk: Chunk, stream: Stream | None) -> list[tuple[Stream, int, bytes]]:
+    """The streams ``chunk`` holds bytes of (among those read), with where they start."""
+    return [
+        (s, start, data)
+        for s, start, data in (
+            (Stream.STDOUT, chunk.stdout_offset, chunk.stdout),
+            (Stream.STDERR, chunk.stderr_offset, chunk.stderr),
+        )
+        if data and stream in (None, s)
+    ]
 
 
 def chunk_start(chunk: Chunk, stream: Stream | None) -> int:
@@ -67,30 +111,35 @@ def chunk_start(chunk: Chunk, stream: Stream | None) -> int:
 def read_range(
     store: Store, execution_id: str, stream: Stream | None, offset: int = 0, limit: int = 1 << 20
 ) -> Range:
-    """Up to ``limit`` bytes of a stream from byte ``offset``."""
+    """Up to ``limit`` bytes of a stream from byte ``offset``, stopping before a gap."""
     first = store.chunk_containing(execution_id, stream, offset)
     after = -1 if first is None else first - 1
     out = bytearray()
     pos = offset
     batches = Batches()  # a chunk holds up to max_chunk_size: a small range needs one or two
+    dropped = 0
     while len(out) < limit:
         records = store.chunks_after(execution_id, after, batches.size)
         batches.fetched(records)
         if not records:
-            return Range(bytes(out), offset, pos, True)
+            return Range(bytes(out), offset, pos, True, dropped)
         for record in records:
             after = record.chunk_index
             chunk = decode(record)
             data = chunk.data(stream)
             start = chunk_start(chunk, stream)
-            if start + len(data) <= pos:
+            if not data or start + len(data) <= pos:
                 continue
+            if start > pos:  # the bytes before this chunk were not kept
+                if out:
+                    return Range(bytes(out), offset, pos, False, dropped)
+                dropped, pos = dropped + start - pos, start
             piece = data[pos - start : pos - start + (limit - len(out))]
             out += piece
             pos += len(piece)
             if len(out) >= limit:
                 break
-    return Range(bytes(out), offset, pos, False)
+    return Range(bytes(out), offset, pos, False, dropped)
 
 
 def read_all(store: Store, execution_id: str, stream: Stream | None) -> bytes:
@@ -113,12 +162,23 @@ def iter_chunks(store: Store, execution_id: str, after: int = -1) -> Iterator[Ch
         after = records[-1].chunk_index
 
 
-def iter_output(
-    store: Store, execution_id: str, stream: Stream | None, after: int = -1
-) -> Iterator[bytes]:
-    """Stored output, chunk by chunk, without holding more than a batch in memory."""
-    for record in iter_chunks(store, execution_id, after):
-        data = decode(record).data(stream)
+def iter_output(store: Store, execution_id: str, stream: Stream | None) -> Iterator[bytes]:
+    """Stored output, chunk by chunk, without holding more than a batch in memory.
+
+    Only the kept bytes: across a gap, the head is followed by the tail.
+    """
+    for piece in iter_pieces(store, execution_id, stream):
+        if not isinstance(piece, Gap):
+            yield piece
+
+
+def iter_pieces(store: Store, execution_id: str, stream: Stream | None) -> Iterator[bytes | Gap]:
+    """Like :func:`iter_output`, with a :class:`Gap` where bytes were not kept."""
+    cursor = Cursor(stream)
+    for record in iter_chunks(store, execution_id):
+        chunk = decode(record)
+        yield from cursor.gaps(chunk)
+        data = chunk.data(stream)
         if data:
             yield data
 
@@ -127,13 +187,16 @@ def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = No
     """The last ``lines`` lines of a stream (a final line without newline counts).
 
     ``next_offset`` is the end of what is stored, where a follower continues.
+    The tail never reaches back across a gap: ``dropped`` then says how many
+    bytes were not kept right before it.
     """
     pieces: list[bytes] = []
     newlines = 0
     before = 1 << 62
     end: int | None = None
+    edge = _Edge(stream)
     batch = 1  # the newest chunk usually holds enough lines: fetch more only when not
-    while lines > 0:
+    while lines > 0 and not edge.dropped:
         records = store.chunks_before(execution_id, before, batch)
         if not records:
             break
@@ -144,6 +207,8 @@ def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = No
             data = chunk.data(stream)
             if not data:
                 continue
+            if edge.gap_after(chunk):
+                break
             if end is None:
                 end = chunk_start(chunk, stream) + len(data)
             newlines += data.count(b"\n") - (1 if not pieces and data.endswith(b"\n") else 0)
@@ -163,7 +228,29 @@ def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = No
         if cut < 0:
             break
     data = text if cut < 0 else text[cut + 1 :]
-    return Range(data, end - len(data), end, True)
+    dropped = edge.dropped if cut < 0 else 0
+    return Range(data, end - len(data) - dropped, end, True, dropped)
+
+
+class _Edge:
+    """Walking chunks newest first: where each stream's collected bytes start; finds a gap."""
+
+    def __init__(self, stream: Stream | None) -> None:
+        self.stream = stream
+        self.start: dict[Stream, int] = {}
+        self.dropped = 0
+
+    def gap_after(self, chunk: Chunk) -> bool:
+        """True (and ``dropped`` set) when bytes are missing between ``chunk`` and newer ones."""
+        spans = _spans(chunk, self.stream)
+        for s, start, data in spans:
+            newer = self.start.get(s)
+            if newer is not None and start + len(data) < newer:
+                self.dropped = newer - start - len(data)
+                return True
+        for s, start, _ in spans:
+            self.start[s] = start
+        return False
 
 
 def _stored_size(store: Store, execution_id: str, stream: Stream | None) -> int:
@@ -211,7 +298,9 @@ class Follower:
     every quarter of it, whether the capturing process stopped heartbeating that
     long ago; if so the execution is marked ``lost`` and the follow ends
     (:func:`outspool.heartbeat.end_lost`; nothing is killed). Memory is bounded
-    by ``batch`` chunks per call.
+    by ``batch`` chunks per call. Where bytes were not kept (an output limit, or
+    a tail window that slid past a slow follower), a :class:`Gap` comes in their
+    place.
     """
 
     def __init__(
@@ -238,11 +327,11 @@ class Follower:
         first = store.chunk_containing(execution_id, stream, offset) if offset else None
         self._after = -1 if first is None else first - 1
 
-    def poll(self, timeout: float = 1.0) -> list[tuple[Stream, bytes]]:
+    def poll(self, timeout: float = 1.0) -> list[tuple[Stream, bytes | Gap]]:
         """New output, waiting up to ``timeout`` seconds when there is none yet."""
         return self._fresh(self.poll_chunks(timeout))
 
-    def read(self) -> list[tuple[Stream, bytes]]:
+    def read(self) -> list[tuple[Stream, bytes | Gap]]:
         """What was committed since the last call (at most ``batch`` chunks), without waiting."""
         return self._fresh(self.read_chunks())
 
@@ -288,7 +377,7 @@ class Follower:
 
     def take(
         self, chunks: list[Chunk], record: Execution, ended: bool
-    ) -> list[tuple[Stream, bytes]]:
+    ) -> list[tuple[Stream, bytes | Gap]]:
         """Like :meth:`read`, for chunks someone else read: the ones after :attr:`after`, in
         order, with the record read before them. ``ended``: they reach the end of a finished
         execution (the follow is then done). A server reads new chunks once for all its
@@ -300,11 +389,11 @@ class Follower:
         self.done = ended
         return self._fresh(chunks)
 
-    def __iter__(self) -> Iterator[tuple[Stream, bytes]]:
+    def __iter__(self) -> Iterator[tuple[Stream, bytes | Gap]]:
         while not self.done:
             yield from self.poll()
 
-    async def __aiter__(self) -> AsyncIterator[tuple[Stream, bytes]]:
+    async def __aiter__(self) -> AsyncIterator[tuple[Stream, bytes | Gap]]:
         while not self.done:
             for item in await to_thread(self.poll):
                 yield item
@@ -323,12 +412,20 @@ class Follower:
             self._after = records[-1].chunk_index
         return [decode(r) for r in records], len(records) == asked
 
-    def _fresh(self, chunks: list[Chunk]) -> list[tuple[Stream, bytes]]:
-        """The chunks' pieces past ``offset``; moves ``offset`` past them."""
-        out: list[tuple[Stream, bytes]] = []
+    def _fresh(self, chunks: list[Chunk]) -> list[tuple[Stream, bytes | Gap]]:
+        """The chunks' pieces past ``offset`` (a Gap before a chunk that starts past it);
+        moves ``offset`` past them."""
+        out: list[tuple[Stream, bytes | Gap]] = []
         for chunk in chunks:
-            skip = max(0, self.offset - chunk_start(chunk, self.stream))
-            for stream, piece in self._pieces(chunk):
+            start = chunk_start(chunk, self.stream)
+            pieces = self._pieces(chunk)
+            if pieces and start > self.offset:  # a gap (tail chunks hold one stream only)
+                stream = pieces[0][0]
+                size = start - self.offset
+                out.append((stream, Gap(stream, chunk_start(chunk, stream) - size, size)))
+                self.offset = start
+            skip = max(0, self.offset - start)
+            for stream, piece in pieces:
                 if skip >= len(piece):
                     skip -= len(piece)
                     continue

@@ -71,6 +71,8 @@ class Job:
     #: Variables added to its environment, masked as ``[MASKED]`` in its output, never shown.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     labels: Mapping[str, str] = field(default_factory=dict)  #: ``KEY=VALUE``s to find it by
+    #: bytes kept of each stream: its first and last halves (at most the ``max_output`` setting)
+    max_output: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command", as_command(self.command))
@@ -101,6 +103,8 @@ class Job:
         for key, value in self.secrets.items():
             check_secret(key, value)
         validate_labels(self.labels)
+        if self.max_output is not None and self.max_output < 0:
+            raise ConfigError(f"max_output must be a number of bytes, not {self.max_output}")
         self.argv(settings)
 
     def _validate_limits(self, settings: Settings) -> None:
@@ -153,3 +157,4 @@ class JobOptions(TypedDict, total=False):
     max_file_size: int | None
     secrets: Mapping[str, str]
     labels: Mapping[str, str]
+    max_output: int | None

@@ -30,6 +30,8 @@ class Line:
     stream: Stream  #: the stream of its first byte
     data: bytes  #: without the ending newline
     ended: bool  #: False for an unfinished last line
+    #: Not a line: this many bytes were not kept here (an output limit's gap); no data.
+    dropped: int = 0
 
     @property
     def time(self) -> float:
@@ -47,15 +49,21 @@ class LineSplitter:
         self._partial_at: tuple[int, Stream] | None = None
 
     def feed(self, chunk: Chunk) -> list[Line]:
-        """The lines that this chunk completes."""
+        """The lines that this chunk completes. Where bytes were not kept before it (an
+        output limit's gap), an unfinished line ends and a ``dropped`` marker follows."""
         data = chunk.data(self.stream)
         start = chunk_start(chunk, self.stream)
         skip = max(0, self.offset - start)
         if skip >= len(data):
             return []
-        self.offset = start + len(data)
         timeline = Timeline(chunk, self.stream)
         out: list[Line] = []
+        if start > self.offset:
+            if self._partial_at is not None:
+                out.append(self._take(ended=False))
+            ms, stream = timeline.at(0)
+            out.append(Line(self.number, ms, stream, b"", True, start - self.offset))
+        self.offset = start + len(data)
         pos = skip
         while pos < len(data):
             if self._partial_at is None:

@@ -84,6 +84,9 @@ class Execution:
     #: Until it ends; never shown (not in :meth:`to_json`, not in ``repr``).
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     labels: Mapping[str, str] = field(default_factory=dict)
+    stdout_dropped: int = 0  #: bytes of stdout not kept (past ``max_output``)
+    stderr_dropped: int = 0
+    max_output: int | None = None  #: bytes kept per stream, as the job asked
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Execution:
@@ -122,6 +125,9 @@ class Execution:
             network=bool(row["network"]),
             secrets=json.loads(row["secrets"]) if row["secrets"] else {},
             labels=json.loads(row["labels"]) if row["labels"] else {},
+            stdout_dropped=row["stdout_dropped"],
+            stderr_dropped=row["stderr_dropped"],
+            max_output=row["max_output"],
         )
 
     @property
@@ -156,6 +162,9 @@ class Execution:
             "duration": None if self.duration is None else round(self.duration, 3),
             "stdout_size": self.stdout_size,
             "stderr_size": self.stderr_size,
+            "stdout_dropped": self.stdout_dropped,
+            "stderr_dropped": self.stderr_dropped,
+            "max_output": self.max_output,
             "output_truncated": self.output_truncated,
             "progress": self.progress,
             "progress_percent": percent if percent is None or math.isfinite(percent) else None,

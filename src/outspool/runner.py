@@ -93,7 +93,7 @@ class Execute:
     def run(self) -> Outcome:
         """Spawn, capture, and record the outcome. Spawn errors end the execution ``failed``."""
         ex = self.execution
-        sink = self.writer.open(ex.id)
+        sink = self.writer.open(ex.id, ex.max_output)
         self.sink = sink
         guard = self.isolation.prepare(ex.id, ex.command, self._env, ex.cwd)
         try:

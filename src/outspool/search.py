@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from outspool.codec import decode
 from outspool.errors import ConfigError
-from outspool.follow import iter_chunks
+from outspool.follow import Cursor, iter_chunks
 from outspool.linetimes import Timeline
 from outspool.models import Chunk, Stream
 from outspool.store.base import Store
@@ -132,6 +132,14 @@ class Matcher:
             return []
         return self._scan(self._carry.decode("utf-8", "replace"), self._lines)
 
+    def cut(self) -> list[Match]:
+        """Bytes were not kept here (an output limit's gap): the unfinished line ends."""
+        found = self.finish()
+        if self._carry:
+            self._lines += 1
+            self._carry = b""
+        return found
+
     def _remember(self, data: bytes, timeline: Timeline | None, at: int = 0) -> None:
         if data and not self._carry and timeline is not None:
             self._carry_ms = timeline.at(at)[0]
@@ -182,6 +190,10 @@ def search(
 ) -> Iterator[Match]:
     """Matching lines of one execution's stored output, in order."""
     matcher = Matcher(execution_id, rx, stream, window or Window())
+    cursor = Cursor(stream)
     for record in iter_chunks(store, execution_id):
-        yield from matcher.feed(decode(record))
+        chunk = decode(record)
+        if cursor.gaps(chunk):
+            yield from matcher.cut()
+        yield from matcher.feed(chunk)
     yield from matcher.finish()

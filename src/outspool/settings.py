@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from outspool.errors import ConfigError
+from outspool.units import MAX_DURATION, parse_duration, parse_size
 
 ENV_PREFIX = "OUTSPOOL_"
 #: Environment variables with our prefix that are not settings.
@@ -95,6 +96,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     idle_flush_delay: Annotated[float, Meta(ge=0, le=3600)] = 0.005
     #: A chunk row closes once it holds this many bytes (before compression) plus one read.
     max_chunk_size: Annotated[int, Meta(ge=4 * KiB, le=256 * MiB)] = 1 * MiB
+    #: The most bytes kept of each stream of one execution: its first and last halves (0: all).
+    max_output: Annotated[int, Meta(ge=0, le=1 << 62)] = 64 * MiB
     #: Memory bound: above this many pending bytes per process, pipes stop being read.
     max_pending_bytes: Annotated[int, Meta(ge=64 * KiB, le=64 * GiB)] = 4 * MiB
     #: Bytes asked of the pipe per read; pipes are enlarged to this size when allowed.
@@ -152,6 +155,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     limit_file_size: Annotated[int, Meta(gt=0, le=1 << 62)] | None = None
     limit_open_files: Annotated[int, Meta(gt=0, le=1 << 62)] | None = None
 
+    # --- retention (applied by ``worker`` and ``serve`` every ``retention_interval``) ----
+    #: Finished executions that ended longer ago than this (seconds) are deleted.
+    retention_max_age: Annotated[float, Meta(ge=0, le=MAX_DURATION)] | None = None
+    #: Only the newest this-many finished executions are kept.
+    retention_keep_last: Annotated[int, Meta(ge=0, le=1 << 62)] | None = None
+    #: Oldest finished executions are deleted until the stored output fits in this many bytes.
+    retention_max_size: Annotated[int, Meta(ge=0, le=1 << 62)] | None = None
+    #: Seconds between two applications of the retention settings.
+    retention_interval: Annotated[float, Meta(gt=0, le=DAY)] = 300.0
+
     # --- web -------------------------------------------------------------------
     #: Bearer token required by ``outspool serve`` (mandatory off loopback).
     token: str | None = None
@@ -174,6 +187,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     raise ConfigError(f"{key} is not an outspool setting")
                 values[name] = _from_env(name, raw)
         values.update(overrides)
+        values = {name: _units(name, value) for name, value in values.items()}
         try:
             settings = msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
@@ -228,6 +242,36 @@ def _from_env(name: str, raw: str) -> Any:
                 _named(name, f"not valid JSON ({exc.msg}); lists and maps are given as JSON")
             ) from None
     return None if raw == "" else raw
+
+
+#: Byte counts: also accept ``64MiB``, ``1GB`` (see outspool.units).
+SIZE_FIELDS = frozenset(
+    {
+        "max_buffer_size",
+        "max_inline_output",
+        "max_chunk_size",
+        "max_output",
+        "max_pending_bytes",
+        "read_size",
+        "progress_scan_bytes",
+        "retention_max_size",
+    }
+)
+#: Durations: also accept ``30d``, ``12h``, ``10m``.
+DURATION_FIELDS = frozenset({"retention_max_age", "retention_interval"})
+
+
+def _units(name: str, value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    try:
+        if name in SIZE_FIELDS:
+            return parse_size(value)
+        if name in DURATION_FIELDS:
+            return parse_duration(value)
+    except ConfigError as exc:
+        raise ConfigError(_named(name, str(exc))) from None
+    return value
 
 
 def _named(name: str, problem: str) -> str:

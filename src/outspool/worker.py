@@ -31,6 +31,7 @@ from outspool.isolation import Isolation
 from outspool.jobs import Job
 from outspool.limits import Limits, effective
 from outspool.models import Execution
+from outspool.prune import Retention
 from outspool.runner import program_env
 from outspool.sandbox import Sandbox
 from outspool.settings import Settings
@@ -73,6 +74,7 @@ class Worker:
         self._stopping = False
         self._force = False
         self._thread: threading.Thread | None = None
+        self._retention: Retention | None = None
         self.completed = 0
 
     @property
@@ -134,6 +136,7 @@ class Worker:
                     for lost in self.spool.recover():
                         log.info("%s lost: its capturing process stopped heartbeating", lost)
                     next_recovery = time.monotonic() + self.settings.heartbeat_timeout / 2
+                self._retain()
                 claimed = self._claim()
             except StoreError as exc:  # the database is away: keep running what we have
                 if str(exc) != outage:
@@ -164,6 +167,15 @@ class Worker:
             self.spool.store.wait(QUEUE, IDLE_POLL)
         except StoreError:
             self._wake.wait(IDLE_POLL)
+
+    def _retain(self) -> None:
+        """Apply the retention settings when they are set and due."""
+        if self._retention is None:
+            self._retention = Retention(self.spool.store, self.settings)
+        if self._retention.due(time.monotonic()):
+            pruned = self._retention.apply(time.monotonic())
+            if pruned.count:
+                log.info("retention deleted %d executions (%d bytes)", pruned.count, pruned.bytes)
 
     def _claim(self) -> bool:
         """Start as many queued executions as there are free slots; True if any started."""

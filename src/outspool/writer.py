@@ -10,6 +10,10 @@ Memory is bounded: once ``max_pending_bytes`` are waiting, :meth:`Sink.write`
 blocks, the capture stops reading the pipe, and the program blocks on its own
 write until the store catches up. A store error (locked, disk full, connection
 lost) is reported and retried with back-off; nothing is dropped.
+
+The one exception is an output limit (``max_output``, :mod:`outspool.window`):
+past it, a stream keeps its head and a sliding tail, and the bytes between are
+read, counted and discarded, so the program is never slowed by it.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from outspool.buffer import FlushPolicy, OutputBuffer
-from outspool.codec import ChunkRecord, Encoder, decode
+from outspool.codec import Encoder, decode
 from outspool.errors import OutspoolError, StoreError
-from outspool.models import Outcome, Stream
+from outspool.linetimes import base_ms
+from outspool.models import Chunk, Outcome, Stream
 from outspool.progress import Monitor, Progress, compile_patterns
 from outspool.settings import Settings
 from outspool.store.base import OutputUpdate, Store, WriteBatch
+from outspool.window import Limit, Window, effective, plan
 
 Clock = Callable[[], float]
 Segments = list[tuple[Stream, bytes]]
@@ -63,12 +69,20 @@ class WriterStats:
 class Sink:
     """Where one execution's capture puts its bytes. Thread-safe; owned by a Writer."""
 
-    def __init__(self, writer: Writer, execution_id: str, monitor: Monitor, policy: FlushPolicy):
+    def __init__(
+        self,
+        writer: Writer,
+        execution_id: str,
+        monitor: Monitor,
+        policy: FlushPolicy,
+        limit: Limit | None = None,
+    ):
         self.execution_id = execution_id
         self.monitor = monitor
         self._writer = writer
         self.buffer = OutputBuffer(policy)
-        self.offsets = [0, 0]  # bytes committed-or-taken so far, per stream
+        self.windows = {Stream.STDOUT: Window(limit), Stream.STDERR: Window(limit)}
+        self.offsets = (0, 0)  # program offsets of the next byte to commit, per stream
         self.next_chunk = 0
         self.last_ms = 0  # the latest read's wall-clock ms: line times never go backwards
         self.outcome: Outcome | None = None
@@ -89,6 +103,23 @@ class Sink:
     def write(self, stream: Stream, data: bytes, reserved: int = 0) -> None:
         """Queue bytes read from ``stream`` into room taken with :meth:`reserve`."""
         self._writer.put(self, stream, data, reserved)
+
+    def add(self, stream: Stream, data: bytes, now: float, ms: int) -> int:
+        """Buffer a read (at wall-clock ``ms``) under the stream's limit (writer lock held);
+        the bytes it leaves pending."""
+        window = self.windows[stream]
+        head, tail = window.split(data)
+        self.buffer.append(stream, head, now, ms)
+        if not tail or window.limit is None:
+            return len(data)
+        self.buffer.append(stream, tail, now, ms, tail=True)
+        dropped = self.buffer.drop_tail(stream, window.limit.tail)
+        window.pending_dropped += dropped
+        return len(data) - dropped
+
+    @property
+    def dropped(self) -> tuple[int, int]:
+        return self.windows[Stream.STDOUT].dropped, self.windows[Stream.STDERR].dropped
 
     def started(self, pid: int | None, started_at: float, worker_id: str | None) -> None:
         """Record that the program started (committed by the writer, before any output)."""
@@ -156,11 +187,13 @@ class Writer:
 
     # --- the capture side ----------------------------------------------------------
 
-    def open(self, execution_id: str) -> Sink:
-        """Start accepting output for ``execution_id``."""
+    def open(self, execution_id: str, max_output: int | None = None) -> Sink:
+        """Start accepting output for ``execution_id``, keeping at most ``max_output``
+        bytes per stream (the smaller of it and the ``max_output`` setting)."""
         s = self.settings
         monitor = Monitor(self._pattern, s.recent_lines, s.progress_scan_bytes)
-        sink = Sink(self, execution_id, monitor, self._policy)
+        limit = Limit.of(effective(max_output, s.max_output))
+        sink = Sink(self, execution_id, monitor, self._policy, limit)
         with self._cond:
             self._sinks[execution_id] = sink
         return sink
@@ -174,6 +207,7 @@ class Writer:
         limit = self.settings.max_pending_bytes
         with self._cond:
             while self._pending + self._reserved >= limit and self._failure is None:
+                self._cond.notify_all()  # the writer commits at once when a capture must wait
                 self._cond.wait()
             if self._failure is not None:
                 raise StoreError(f"the writer stopped: {self._failure}")
@@ -196,8 +230,7 @@ class Writer:
                 raise StoreError(f"the writer stopped: {self._failure}")
             was_empty = sink.buffer.size == 0
             sink.last_ms = max(sink.last_ms, int(time.time() * 1000))
-            sink.buffer.append(stream, data, self._clock(), sink.last_ms)
-            self._pending += len(data)
+            self._pending += sink.add(stream, data, self._clock(), sink.last_ms)
             if was_empty or sink.buffer.due(self._clock()):
                 self._cond.notify_all()
 
@@ -266,6 +299,8 @@ class Writer:
             pending = [s for s in self._sinks.values() if s.buffer.size]
             if self._finishing or self._starting or any(s.buffer.due(now) for s in pending):
                 return True
+            if pending and self._pending + self._reserved >= self.settings.max_pending_bytes:
+                return True  # a capture waits for room: tail bytes cannot wait for their delay
             if self._stopping:
                 return bool(pending)
             deadlines = [d for s in pending if (d := s.buffer.deadline()) is not None]
@@ -276,39 +311,71 @@ class Writer:
         self, taken: Sequence[tuple[Sink, tuple[Segments, list[int]], Progress | None]]
     ) -> WriteBatch:
         now = time.time()
-        chunks: list[ChunkRecord] = []
-        updates: list[OutputUpdate] = []
-        limit = self.settings.max_chunk_size
+        batch = WriteBatch([], [])
         for sink, (segments, stamps), progress in taken:
-            done = 0
-            for piece in split_segments(segments, limit):
-                record = self._encoder.encode(
+            self._encode_one(sink, segments, stamps, now, batch)
+            batch.updates.append(_update(sink, now, progress))
+        self.stats.chunks += len(batch.chunks)
+        return batch
+
+    def _encode_one(
+        self, sink: Sink, segments: Segments, stamps: list[int], now: float, batch: WriteBatch
+    ) -> None:
+        """Plan and encode one execution's chunks; slide its tail windows."""
+        planned, offsets = plan(segments, sink.offsets, sink.windows, self.settings.max_chunk_size)
+        done = 0  # plan keeps the reads in order and whole: their times follow them
+        for piece in planned:
+            record = self._encoder.encode(
+                sink.execution_id,
+                sink.next_chunk,
+                piece.offsets,
+                piece.segments,
+                now,
+                stamps=stamps[done : done + len(piece.segments)],
+                trimmable=piece.tail is not None,
+            )
+            done += len(piece.segments)
+            batch.chunks.append(record)
+            if piece.tail is not None:
+                start = piece.offsets[piece.tail - 1]
+                size = record.stdout_size + record.stderr_size
+                sink.windows[piece.tail].stored(sink.next_chunk, start, start + size)
+            sink.next_chunk += 1
+            self.stats.raw_bytes += record.stdout_size + record.stderr_size
+            self.stats.stored_bytes += len(record.stdout or b"") + len(record.stderr or b"")
+        sink.offsets = offsets
+        for stream, window in sink.windows.items():
+            batch.trims.extend((sink.execution_id, i) for i in window.slide(offsets[stream - 1]))
+
+    def _cut_tails(self, sink: Sink) -> None:
+        """At the end: shorten the oldest tail chunk of each limited stream to the exact window."""
+        batch = WriteBatch([], [])
+        for stream, window in sink.windows.items():
+            found = window.cut(sink.offsets[stream - 1])
+            if found is None:
+                continue
+            index, start, cut = found
+            (record,) = self.store.chunks_after(sink.execution_id, index - 1, 1)
+            chunk = decode(record)
+            out, err = chunk.stdout_offset, chunk.stderr_offset
+            offsets = (out + cut, err) if stream is Stream.STDOUT else (out, err + cut)
+            reads, stamps = _reads_after(chunk, stream, cut)
+            batch.chunks.append(
+                self._encoder.encode(
                     sink.execution_id,
-                    sink.next_chunk,
-                    (sink.offsets[0], sink.offsets[1]),
-                    piece,
-                    now,
-                    stamps=stamps[done : done + len(piece)],
-                )
-                done += len(piece)
-                chunks.append(record)
-                sink.next_chunk += 1
-                sink.offsets[0] += record.stdout_size
-                sink.offsets[1] += record.stderr_size
-                self.stats.raw_bytes += record.stdout_size + record.stderr_size
-                self.stats.stored_bytes += len(record.stdout or b"") + len(record.stderr or b"")
-            updates.append(
-                OutputUpdate(
-                    sink.execution_id,
-                    sink.offsets[0],
-                    sink.offsets[1],
-                    sink.next_chunk,
-                    now,
-                    progress,
+                    index,
+                    offsets,
+                    reads,
+                    chunk.timestamp,
+                    stamps=stamps,
+                    trimmable=True,
                 )
             )
-        self.stats.chunks += len(chunks)
-        return WriteBatch(chunks, updates)
+            batch.trims.append((sink.execution_id, index))
+            window.recut(start + cut)
+        if batch.chunks:
+            batch.updates.append(_update(sink, time.time(), None))
+            self.store.write(batch)
 
     def _finish(self, sink: Sink) -> None:
         assert sink.outcome is not None
@@ -318,10 +385,12 @@ class Writer:
 
             def finish() -> None:
                 inline = None
-                if sink.offsets[0] <= limit and sink.offsets[1] <= limit:
+                whole = sink.dropped == (0, 0)
+                if whole and sink.offsets[0] <= limit and sink.offsets[1] <= limit:
                     inline = self._read_back(sink.execution_id)
                 self.store.finish(sink.execution_id, outcome, time.time(), inline)
 
+            self._retry("trim the output in", lambda: self._cut_tails(sink))
             self._retry("record the end of", finish)
         except OutspoolError as exc:
             sink.error = exc
@@ -357,20 +426,31 @@ class Writer:
                 delay = min(delay * 2, 2.0)
 
 
-def split_segments(segments: Segments, limit: int) -> list[Segments]:
-    """Group arrival-ordered reads into chunks that close once they reach ``limit`` bytes.
+def _reads_after(chunk: Chunk, stream: Stream, cut: int) -> tuple[Segments, list[int]]:
+    """A one-stream chunk's bytes past its first ``cut``, as reads with their times."""
+    data = chunk.data(stream)
+    groups = chunk.times or ((len(data), base_ms(chunk)),)
+    reads: Segments = []
+    stamps: list[int] = []
+    pos = 0
+    for length, ms in groups:
+        begin = max(pos, cut)
+        pos += length
+        if pos > begin:
+            reads.append((stream, data[begin:pos]))
+            stamps.append(ms)
+    return reads, stamps
 
-    Reads are never cut, so a chunk holds at most ``limit`` plus one read.
-    """
-    pieces: list[Segments] = []
-    current: Segments = []
-    size = 0
-    for segment in segments:
-        current.append(segment)
-        size += len(segment[1])
-        if size >= limit:
-            pieces.append(current)
-            current, size = [], 0
-    if current:
-        pieces.append(current)
-    return pieces
+
+def _update(sink: Sink, now: float, progress: Progress | None) -> OutputUpdate:
+    out_dropped, err_dropped = sink.dropped
+    return OutputUpdate(
+        sink.execution_id,
+        sink.offsets[0],
+        sink.offsets[1],
+        sink.next_chunk,
+        now,
+        progress,
+        stdout_dropped=out_dropped,
+        stderr_dropped=err_dropped,
+    )

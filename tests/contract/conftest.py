@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from outspool.client import Outspool
 from outspool.settings import Settings
 from outspool.store import Store, open_store
 from tests.postgres.database import fresh_schema
@@ -63,3 +64,17 @@ def open_another(backend: str, tmp_path: Path) -> Iterator[OpenStore]:
 def store(open_another: OpenStore) -> Store:
     """An opened, migrated, empty store."""
     return open_another()
+
+
+@pytest.fixture
+def url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database URL of the backend, for tests that open the library on it."""
+    with store_url(backend, tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+def spool(url: str) -> Iterator[Outspool]:
+    """The library on the backend (short grace periods, so stopping programs is quick)."""
+    with Outspool(url, Settings.load(kill_grace=0.5, drain_grace=0.5)) as opened:
+        yield opened

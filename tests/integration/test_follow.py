@@ -78,7 +78,7 @@ def test_follow_one_stream_from_an_offset_in_process(
     got = bytearray()
 
     def first_line() -> bool:
-        got.extend(b"".join(p for _, p in follower.poll(0.05)))
+        got.extend(b"".join(p for _, p in follower.poll(0.05) if isinstance(p, bytes)))
         return got.endswith(b"\n")
 
     wait_until(first_line, message="first stdout")
@@ -86,6 +86,7 @@ def test_follow_one_stream_from_an_offset_in_process(
     go.touch()
     for stream, piece in follower:
         assert stream is Stream.STDOUT
+        assert isinstance(piece, bytes)
         got.extend(piece)
     assert follower.done
     ex = handle.wait(60)
@@ -127,11 +128,12 @@ def test_following_ends_when_the_capturing_process_is_lost_and_kills_nothing(
 
         async def follow_async() -> None:
             async for _, piece in follower:
+                assert isinstance(piece, bytes)
                 got.extend(piece)
 
         def follow() -> None:
             if face == "sync":
-                got.extend(b"".join(piece for _, piece in follower))
+                got.extend(b"".join(p for _, p in follower if isinstance(p, bytes)))
             else:
                 asyncio.run(follow_async())
 

@@ -99,7 +99,7 @@ def test_byte_exact_round_trip(fds: tuple[int, ...], tmp_path: Path) -> None:
             assert b"".join(p for _, p in tagged) == both
             assert b"".join(p for s, p in tagged if s is OUT) == out
             assert b"".join(p for s, p in tagged if s is ERR) == err
-            assert b"".join(p for _, p in spool.follow(ex_id)) == both
+            assert b"".join(p for _, p in spool.follow(ex_id) if isinstance(p, bytes)) == both
             # a range read from any offset
             offset, limit = window
             for stream, whole in ((OUT, out), (ERR, err), (None, both)):

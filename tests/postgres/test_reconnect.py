@@ -102,6 +102,7 @@ def test_dropped_connections_lose_nothing(pg_url: str, tmp_path: Path) -> None:
 
         def follow() -> None:
             for stream, piece in follower:
+                assert isinstance(piece, bytes)
                 followed[stream] += piece
 
         reader = threading.Thread(target=follow, daemon=True)

@@ -1,4 +1,4 @@
-"""Execution IDs sort by time; split_segments never cuts a read."""
+"""Execution IDs sort by time; planning chunks never cuts a read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from outspool.jobs import new_id
 from outspool.models import Stream
-from outspool.writer import split_segments
+from outspool.window import Window, plan
 
 ID = re.compile(r"^[0-9a-hjkmnp-tv-z]{16}$")
 
@@ -32,10 +32,11 @@ def test_new_id_sorts_by_creation_time(t: float, later: float) -> None:
     ),
     limit=st.integers(1, 120),
 )
-def test_split_segments_keeps_reads_whole_and_in_order(
+def test_plan_keeps_reads_whole_and_in_order(
     segments: list[tuple[Stream, bytes]], limit: int
 ) -> None:
-    pieces = split_segments(segments, limit)
+    windows = {Stream.STDOUT: Window(None), Stream.STDERR: Window(None)}
+    pieces = [p.segments for p in plan(segments, (0, 0), windows, limit)[0]]
     assert [seg for piece in pieces for seg in piece] == segments  # same objects, same order
     assert all(piece for piece in pieces)
     for piece in pieces:

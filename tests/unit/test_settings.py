@@ -86,3 +86,22 @@ def test_unknown_outspool_variable_is_refused_by_name(monkeypatch: pytest.Monkey
 def test_invalid_override_argument_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="max_buffer_lines"):
         Settings.load(max_buffer_lines=0)
+
+
+def test_sizes_and_durations_take_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTSPOOL_MAX_OUTPUT", "1MiB")
+    monkeypatch.setenv("OUTSPOOL_RETENTION_MAX_AGE", "30d")
+    monkeypatch.setenv("OUTSPOOL_RETENTION_MAX_SIZE", "10GB")
+    s = Settings.load(max_pending_bytes="8MiB")
+    assert s.max_output == 1 << 20
+    assert s.retention_max_age == 30 * 86400
+    assert s.retention_max_size == 10**10
+    assert s.max_pending_bytes == 8 << 20
+    assert Settings.load().retention_keep_last is None
+    assert Settings.load(max_output=0).max_output == 0
+
+
+def test_a_bad_size_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTSPOOL_MAX_OUTPUT", "1TiB")
+    with pytest.raises(ConfigError, match=r"max_output \(OUTSPOOL_MAX_OUTPUT\): not a size"):
+        Settings.load()

@@ -41,4 +41,4 @@ def test_no_operation_answers_5xx(served: Served, spool: Outspool) -> None:
 
         no_server_error()
         tested.append(operation.label)
-    assert len(tested) == 12, tested
+    assert len(tested) == 13, tested  # with DELETE /api/executions/{id}

@@ -7,8 +7,8 @@ get them back and decode them (``outspool.follow``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from outspool.codec import ChunkRecord
@@ -17,7 +17,7 @@ from outspool.models import Execution, Outcome, Status, Stream
 from outspool.progress import Progress
 
 #: The storage format version this code writes. Older databases are upgraded on open.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 #: The key :meth:`Store.wait` is woken on when an execution is queued (never an ID).
@@ -35,6 +35,16 @@ class LostExecution:
 
 
 @dataclass(frozen=True, slots=True)
+class Finished:
+    """A finished execution as prune sees it: when it ended and the output bytes it keeps."""
+
+    execution_id: str
+    status: Status
+    ended_at: float
+    kept: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutputUpdate:
     """The ``executions`` columns a commit of output changes."""
 
@@ -44,6 +54,8 @@ class OutputUpdate:
     chunk_count: int
     last_output_at: float
     progress: Progress | None = None
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,8 @@ class WriteBatch:
 
     chunks: list[ChunkRecord]
     updates: list[OutputUpdate]
+    #: ``(execution_id, chunk_index)`` of chunks to delete first (a tail window sliding).
+    trims: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +167,27 @@ class Store(Protocol):
 
     def stats(self) -> StoreStats:
         """Totals for monitoring; a full scan of the chunk rows' sizes."""
+        ...
+
+    # --- deleting ------------------------------------------------------------------------
+
+    def delete(self, execution_ids: Sequence[str]) -> list[str]:
+        """Delete finished executions and all their output in one transaction; those deleted.
+
+        Queued and running ones are left alone (a claim may have raced the caller).
+        """
+        ...
+
+    def finished(self) -> list[Finished]:
+        """Every finished execution, newest first (what prune chooses from)."""
+        ...
+
+    def stored_output(self) -> int:
+        """Output bytes kept by all executions (uncompressed)."""
+        ...
+
+    def reclaim(self) -> None:
+        """Give the space of deleted rows back to the filesystem where the backend can."""
         ...
 
     # --- the queue ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from outspool.codec import ChunkRecord
@@ -24,7 +24,13 @@ from outspool.jobs import Job
 from outspool.labels import as_filter
 from outspool.models import Execution, Outcome, Status, Stream
 from outspool.store import queries
-from outspool.store.base import SCHEMA_VERSION, LostExecution, StoreStats, WriteBatch
+from outspool.store.base import (
+    SCHEMA_VERSION,
+    Finished,
+    LostExecution,
+    StoreStats,
+    WriteBatch,
+)
 
 Params = Mapping[str, Any]
 
@@ -40,6 +46,8 @@ class Cursor(Protocol):
     def executemany(self, query: str, params: Iterable[Params], /) -> object: ...
 
     def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Any: ...
 
 
 class SqlStore(abc.ABC):
@@ -98,6 +106,19 @@ class SqlStore(abc.ABC):
     @abc.abstractmethod
     def _finishing(self, execution_id: str) -> None:
         """Called before an execution's end is recorded: no more chunks will come."""
+
+    @abc.abstractmethod
+    def _removed(self, files: Mapping[str, list[str]]) -> None:
+        """After a commit deleted trimmed chunks: their files (``execution id -> blob_file``
+        names), where chunk payloads live outside the rows."""
+
+    @abc.abstractmethod
+    def _deleted(self, files: Mapping[str, list[str]]) -> None:
+        """After a commit deleted whole executions (``execution id -> blob_file`` names)."""
+
+    @abc.abstractmethod
+    def reclaim(self) -> None:
+        """Give the space of deleted rows back to the filesystem where the backend can."""
 
     # --- schema ------------------------------------------------------------------------
 
@@ -182,6 +203,8 @@ class SqlStore(abc.ABC):
                 "stderr_size": u.stderr_size,
                 "chunk_count": u.chunk_count,
                 "last_output_at": u.last_output_at,
+                "stdout_dropped": u.stdout_dropped,
+                "stderr_dropped": u.stderr_dropped,
             }
             for u in batch.updates
         ]
@@ -194,7 +217,14 @@ class SqlStore(abc.ABC):
             for u in batch.updates
             if u.progress is not None
         ]
+        files: dict[str, list[str]] = {}
         with self._transaction("write to") as cur:
+            for execution_id, index in batch.trims:  # a tail window slid: first, so that a
+                params = {"execution_id": execution_id, "chunk_index": index}  # cut can replace
+                cur.execute(self.sql["delete_chunk"], params)
+                row = cur.fetchone()
+                if row is not None and row["blob_file"] is not None:
+                    files.setdefault(execution_id, []).append(row["blob_file"])
             for name, rows in (
                 ("insert_chunk", chunk_rows),
                 ("record_output", totals),
@@ -202,6 +232,8 @@ class SqlStore(abc.ABC):
             ):
                 if rows:
                     cur.executemany(self.sql[name], rows)
+        if files:
+            self._removed(files)  # after the commit: a failed one keeps them
 
     def finish(
         self,
@@ -287,6 +319,27 @@ class SqlStore(abc.ABC):
         found = self._rows(name, {"id": execution_id, "offset": offset})[0]["found"]
         return None if found is None else int(found)
 
+    # --- deleting ----------------------------------------------------------------------
+
+    def delete(self, execution_ids: Sequence[str]) -> list[str]:
+        gone: dict[str, list[str]] = {}
+        with self._transaction("write to") as cur:
+            for execution_id in execution_ids:
+                params = {"id": execution_id}
+                files = [r["blob_file"] for r in self._query(cur, "chunk_files", params)]
+                if self._query(cur, "delete_execution", params):
+                    gone[execution_id] = files
+        if gone:
+            self._deleted(gone)
+        return list(gone)
+
+    def finished(self) -> list[Finished]:
+        rows = self._rows("finished_executions", {})
+        return [Finished(r["id"], Status(r["status"]), r["ended_at"], r["kept"]) for r in rows]
+
+    def stored_output(self) -> int:
+        return int(self._rows("stored_output", {})[0]["kept"])
+
     # --- the queue ---------------------------------------------------------------------
 
     def claim(self, worker_id: str, now: float) -> Execution | None:
@@ -329,6 +382,11 @@ class SqlStore(abc.ABC):
 
     # --- helpers -----------------------------------------------------------------------
 
+    def _query(self, cur: Cursor, name: str, params: Params) -> list[Any]:
+        """All rows of query ``name`` run on ``cur`` (inside a transaction)."""
+        cur.execute(self.sql[name], params)
+        return list(cur.fetchall())
+
     def _changed(self, name: str, params: Params) -> bool:
         """Run one writing statement; True if it changed exactly one row."""
         with self._statement("write to") as cur:
@@ -369,6 +427,7 @@ def execution_row(
         "network": job.network,
         "secrets": json.dumps(dict(job.secrets)) if job.secrets else None,
         "labels": json.dumps(dict(job.labels)) if job.labels else None,
+        "max_output": job.max_output,
     }
 
 

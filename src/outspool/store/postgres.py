@@ -28,7 +28,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -263,6 +263,15 @@ class PostgresStore(SqlStore):
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
 
     # --- chunk payloads: bytea in the chunk rows ----------------------------------
+
+    def _removed(self, files: Mapping[str, list[str]]) -> None:
+        """Nothing outside the rows: chunk payloads are ``bytea``."""
+
+    def _deleted(self, files: Mapping[str, list[str]]) -> None:
+        """Nothing outside the rows."""
+
+    def reclaim(self) -> None:
+        """Deleted rows are reused after autovacuum, which runs by itself; nothing to do."""
 
     def _finishing(self, execution_id: str) -> None:
         """Nothing to release: every chunk is a row."""

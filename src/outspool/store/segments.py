@@ -15,6 +15,11 @@ bytes lost to a power failure are reported as a damaged chunk, never returned
 wrong. A retried batch appends again and points at the new copy; the old one
 is never referenced. Fsyncing segments while they grow was measured to cost
 more than the whole capture (docs/performance.md).
+
+A *trimmable* chunk (the sliding tail of a stream past its output limit,
+:mod:`outspool.window`) gets a file of its own, ``<id>.<chunk>-<offsets>.seg``,
+so that deleting the chunk as the window slides gives its bytes back at once.
+Deleting an execution removes all its files (:meth:`Segments.remove_all`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Segments:
         self.folder = database.with_name(database.name + "-chunks")
         self._files: dict[str, int] = {}  # execution id -> fd open for appending
         self._ended: set[Path] = set()  # files of ended executions, not yet fsynced
+        self._own: dict[str, set[Path]] = {}  # trimmable chunks' files, per execution
         self._lock = threading.Lock()
 
     def path(self, execution_id: str) -> Path:
@@ -72,15 +78,72 @@ class Segments:
         crc = zlib.crc32(stderr, zlib.crc32(stdout))
         return Placement(offset, len(stdout), len(stderr), crc)
 
-    def read(self, execution_id: str, where: Placement) -> tuple[bytes, bytes]:
-        """Both blobs of one chunk, verified against their CRC-32."""
-        total = where.stdout_length + where.stderr_length
+    def write_own(
+        self, execution_id: str, tag: str, stdout: bytes, stderr: bytes
+    ) -> tuple[str, Placement]:
+        """Write one trimmable chunk's blobs to a file of their own: its name, and where."""
+        path = self.path(execution_id).with_suffix(f".{tag}.seg")
         try:
-            fd = os.open(self.path(execution_id), os.O_RDONLY | os.O_CLOEXEC)
+            self.folder.mkdir(exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o644)
+            try:
+                _write_all(fd, stdout + stderr if stderr else stdout)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"cannot write to {self.folder}: {exc.strerror or exc}") from None
+        with self._lock:
+            self._own.setdefault(execution_id, set()).add(path)
+        crc = zlib.crc32(stderr, zlib.crc32(stdout))
+        return path.name, Placement(0, len(stdout), len(stderr), crc)
+
+    def remove(self, execution_id: str, names: list[str]) -> None:
+        """Delete files of trimmed chunks (after the rows are gone)."""
+        own = self._own.get(execution_id, set())
+        for name in names:
+            path = self.folder / name
+            if "/" in name or not name.startswith(self.path(execution_id).stem + "."):
+                continue  # not a name we wrote: never unlink what a row merely says
+            own.discard(path)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def remove_all(self, execution_id: str, names: list[str]) -> None:
+        """Delete an execution's files: its segment and its trimmable chunks' ``names``."""
+        main = self.path(execution_id)
+        with self._lock:
+            fd = self._files.pop(execution_id, None)
+            self._own.pop(execution_id, None)
+            self._ended.discard(main)
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            main.unlink()
+        self.remove(execution_id, names)
+
+    def read(
+        self, execution_id: str, where: Placement, name: str | None = None
+    ) -> tuple[bytes, bytes] | None:
+        """Both blobs of one chunk (in ``name`` if it has its own file), CRC-checked.
+
+        None when the chunk had a file of its own and it is gone: the chunk was
+        trimmed (a tail window slid) after its row was read.
+        """
+        total = where.stdout_length + where.stderr_length
+        path = self.path(execution_id) if name is None else self.folder / name
+        try:
+            if "/" in path.name:
+                raise FileNotFoundError(path.name)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 data = os.pread(fd, total, where.offset)
             finally:
                 os.close(fd)
+        except FileNotFoundError:
+            if name is not None:
+                return None
+            raise StoreError(f"output of {execution_id} is missing from {self.folder}") from None
         except OSError as exc:
             raise StoreError(
                 f"output of {execution_id} is missing from {self.folder}: {exc.strerror or exc}"
@@ -107,6 +170,7 @@ class Segments:
             fd = self._files.pop(execution_id, None)
             if fd is not None:
                 self._ended.add(self.path(execution_id))
+            self._ended.update(self._own.pop(execution_id, set()))
         if fd is not None:
             os.close(fd)
 

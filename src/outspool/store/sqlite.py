@@ -19,7 +19,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ _PLACEMENT = ("blob_offset", "blob_stdout_length", "blob_stderr_length", "blob_c
 #: output; smaller ones, fewer bytes per commit of a trickle. 8 KiB measured best
 #: overall here (docs/performance.md).
 PAGE_SIZE = 8192
+#: Pages freed per incremental_vacuum step (each holds the write lock briefly).
+VACUUM_STEP = 256
 
 
 class SqliteStore(SqlStore):
@@ -159,19 +161,26 @@ class SqliteStore(SqlStore):
                 if not create:
                     raise self._missing()
                 conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only a new file can take it
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # deleting can shrink it
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
+            if create:
+                _incremental(conn)
             yield conn.cursor()
 
     # --- chunk payloads: large blobs in segment files ----------------------------
 
     def _chunk_row(self, c: ChunkRecord) -> dict[str, Any]:
-        params = chunk_row(c)
+        params = chunk_row(c) | {"blob_file": None}
         out, err = c.stdout or b"", c.stderr or b""
         if len(out) + len(err) < segments.THRESHOLD:
             return params | dict.fromkeys(_PLACEMENT)
-        where = self.segments.append(c.execution_id, out, err)
+        if c.trimmable:  # a tail window's chunk: a file of its own, deleted with it
+            tag = f"{c.chunk_index}-{c.stdout_offset}-{c.stderr_offset}"
+            params["blob_file"], where = self.segments.write_own(c.execution_id, tag, out, err)
+        else:
+            where = self.segments.append(c.execution_id, out, err)
         return params | {
             "stdout": None,
             "stderr": None,
@@ -182,15 +191,46 @@ class SqliteStore(SqlStore):
         }
 
     def _chunks(self, name: str, params: Params) -> list[ChunkRecord]:
-        return [self._record(r) for r in self._rows(name, params)]
+        return [r for r in map(self._record, self._rows(name, params)) if r is not None]
 
-    def _record(self, row: sqlite3.Row) -> ChunkRecord:
+    def _record(self, row: sqlite3.Row) -> ChunkRecord | None:
+        """The chunk with its blobs; None if it was trimmed since the row was read."""
         record = ChunkRecord(*tuple(row)[:12])
         if row["blob_offset"] is None:
             return record
         where = segments.Placement(*(row[k] for k in _PLACEMENT))
-        out, err = self.segments.read(record.execution_id, where)
+        found = self.segments.read(record.execution_id, where, row["blob_file"])
+        if found is None:  # trimmed since the row was read, or cut at the end: look again
+            return self._record_again(record, row["blob_file"])
+        out, err = found
         return replace(record, stdout=out or None, stderr=err or None)
+
+    def _record_again(self, record: ChunkRecord, vanished: str) -> ChunkRecord | None:
+        rows = self._rows("chunk_at", {"id": record.execution_id, "index": record.chunk_index})
+        if not rows or rows[0]["blob_file"] == vanished:
+            return None
+        return self._record(rows[0])
+
+    def _removed(self, files: Mapping[str, list[str]]) -> None:
+        for execution_id, names in files.items():
+            self.segments.remove(execution_id, names)
+
+    def _deleted(self, files: Mapping[str, list[str]]) -> None:
+        for execution_id, names in files.items():
+            self.segments.remove_all(execution_id, names)
+
+    def reclaim(self) -> None:
+        """Free pages go back to the filesystem a step at a time (each step a short write)."""
+        conn = self._connect()
+        with self._errors("write to"):
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            while free:  # executescript steps the pragma to its end (execute frees one page)
+                conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP});")
+                left = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                if left >= free:
+                    break  # not an incremental database (its conversion is still pending)
+                free = left
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _finishing(self, execution_id: str) -> None:
         self.segments.release(execution_id)
@@ -261,6 +301,16 @@ class _Checkpointer:
         self._before()  # segment bytes reach the disk before rows pointing at them do
         with contextlib.suppress(sqlite3.Error):  # busy or failing: the next round tries again
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _incremental(conn: sqlite3.Connection) -> None:
+    """Files made before format 7 switch to ``auto_vacuum=INCREMENTAL`` (one VACUUM), so
+    deleting output can shrink them; when busy, the next writing open tries again."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    with contextlib.suppress(sqlite3.OperationalError):
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("VACUUM")
 
 
 def _explain(path: Path, doing: str, exc: sqlite3.DatabaseError) -> str:

@@ -32,7 +32,7 @@ from outspool.models import Execution, Status, Stream
 from outspool.pieces import Piece
 from outspool.search import MAX_PATTERN, Window, compile_pattern
 from outspool.settings import MAX_TIMEOUT
-from outspool.web.streams import FeedError, Hub
+from outspool.web.streams import Dropped, FeedError, Hub
 from outspool.when import parse_when, rfc3339_ms
 
 router = APIRouter(prefix="/api")
@@ -110,6 +110,7 @@ def _range_json(ex: Execution, stream: str, got: Range) -> dict[str, Any]:
         "stream": stream,
         "offset": got.offset,
         "next_offset": got.next_offset,
+        "dropped": got.dropped,
         "size": len(got.data),
         "eof": got.eof,
         "text": got.data.decode("utf-8", "replace"),
@@ -207,7 +208,12 @@ def pieces(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def raw(request: Request, execution_id: IdPath, stream: StreamQuery = "all") -> StreamingResponse:
-    """The exact stored bytes, streamed chunk by chunk, as a download."""
+    """The exact stored bytes, streamed chunk by chunk, as a download.
+
+    Past an output limit only the kept bytes (head, then tail) are sent; the
+    ``X-Outspool-Stdout-Dropped`` and ``X-Outspool-Stderr-Dropped`` headers say
+    how many bytes of each stream were not kept.
+    """
     spool = spool_of(request)
     ex = get_execution(spool, execution_id)
     chunks: Iterator[bytes] = spool.iter_output(ex.id, STREAMS[stream])
@@ -215,7 +221,11 @@ def raw(request: Request, execution_id: IdPath, stream: StreamQuery = "all") -> 
     return StreamingResponse(
         chunks,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Outspool-Stdout-Dropped": str(ex.stdout_dropped),
+            "X-Outspool-Stderr-Dropped": str(ex.stderr_dropped),
+        },
     )
 
 
@@ -327,6 +337,10 @@ async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[str]:
             for start, data in _split(item.data, EVENT_PIECE):
                 body = _piece_json(item.stream, item.start + start, data)
                 yield _event("output", body, item.start + start + len(data))
+        elif isinstance(item, Dropped):
+            gap = {"stream": item.gap.stream.name.lower(), "offset": item.start}
+            end = item.start + item.gap.size
+            yield _event("gap", gap | {"dropped": item.gap.size}, end)
         elif isinstance(item, FeedError):
             yield _event("problem", {"error": item.message})
         else:
@@ -372,6 +386,7 @@ class Submission(BaseModel):
         default_factory=dict, max_length=256
     )
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    max_output: int | None = Field(None, ge=0, le=1 << 62)
 
     @model_validator(mode="after")
     def _one_program(self) -> Submission:
@@ -408,3 +423,19 @@ def cancel(request: Request, execution_id: IdPath) -> dict[str, Any]:
     """
     spool = spool_of(request)
     return spool.cancel(get_execution(spool, execution_id).id).to_json()
+
+
+@router.delete("/executions/{execution_id}", status_code=204)
+def delete(
+    request: Request,
+    execution_id: IdPath,
+    force: Annotated[bool, Query(description="Cancel a queued or running one first.")] = False,
+) -> Response:
+    """Delete an execution and all its output.
+
+    409 when it is queued or running (unless ``force``, which cancels it and
+    waits for its end); 404 for an unknown ID.
+    """
+    spool = spool_of(request)
+    spool.delete(get_execution(spool, execution_id).id, force=force)
+    return Response(status_code=204)

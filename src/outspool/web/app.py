@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -25,6 +29,7 @@ from outspool.errors import (
     SpawnError,
     StoreError,
 )
+from outspool.prune import Retention
 from outspool.web import ops
 from outspool.web.api import router
 from outspool.web.security import Guard
@@ -53,7 +58,13 @@ def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        retention = Retention(spool.store, spool.settings)
+        task = asyncio.create_task(_retain(retention)) if retention.enabled else None
         yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await hub.close()
 
     # The reference page at /api/docs serves Swagger UI's files itself: it works offline.
@@ -76,6 +87,18 @@ def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX
     _add_error_handlers(app)
     _add_page(app)
     return Guard(app, token, max_body)
+
+
+async def _retain(retention: Retention) -> None:
+    """Apply the retention settings now and every ``retention_interval`` while serving."""
+    while True:
+        try:
+            pruned = await anyio.to_thread.run_sync(retention.apply, time.monotonic())
+            if pruned.count:
+                log.info("retention deleted %d executions (%d bytes)", pruned.count, pruned.bytes)
+        except OutspoolError as exc:
+            log.warning("retention could not run: %s", exc)
+        await asyncio.sleep(retention.interval)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:

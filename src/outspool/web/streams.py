@@ -32,7 +32,7 @@ import anyio.to_thread
 
 from outspool.client import Outspool
 from outspool.errors import OutspoolError
-from outspool.follow import Follower
+from outspool.follow import Follower, Gap
 from outspool.models import Chunk, Execution, Stream
 from outspool.pieces import Piece
 
@@ -51,7 +51,15 @@ class FeedError:
     message: str
 
 
-Item = Piece | Execution | FeedError | None
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Bytes not kept (an output limit), starting at ``start`` in the merged stream."""
+
+    start: int
+    gap: Gap
+
+
+Item = Piece | Dropped | Execution | FeedError | None
 
 
 class Waiter:
@@ -99,7 +107,7 @@ class Waiter:
             self.record = follower.execution
             self.ended = follower.done
 
-    def serve(self, follower: Follower) -> list[tuple[Stream, bytes]] | None:
+    def serve(self, follower: Follower) -> list[tuple[Stream, bytes | Gap]] | None:
         """``follower``'s next pieces from the window (at most :data:`BATCH` chunks), or
         None when it is not within the window and must read the store itself."""
         reader, record = self.reader, self.record
@@ -207,6 +215,10 @@ class Hub:
                 if not found:  # it has read all that is stored
                     waiter.join(follower)
             for stream, data in found:
+                if isinstance(data, Gap):  # bytes not kept: say where, move past them
+                    yield Dropped(start, data)
+                    start += data.size
+                    continue
                 yield Piece(start, stream, data)
                 start += len(data)
             record = follower.execution

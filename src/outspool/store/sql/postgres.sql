@@ -128,15 +128,23 @@ CREATE INDEX execution_labels_value ON execution_labels (key, value);
 CREATE INDEX executions_name ON executions (name, created_at);
 ALTER TABLE execution_output_chunks ADD COLUMN line_times bytea;
 
+-- name: migrate_7
+-- Output limits: how many bytes of each stream were not kept, and the limit a job
+-- asked for.
+ALTER TABLE executions ADD COLUMN stdout_dropped bigint NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN stderr_dropped bigint NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN max_output bigint;
+
 -- name: insert_execution
 -- A queued execution wakes idle workers (payload 'queue', see store.base.QUEUE).
 WITH inserted AS (
     INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                             created_at, worker_id, cpu_time, memory, max_processes,
-                            max_file_size, network, secrets, labels)
+                            max_file_size, network, secrets, labels, max_output)
     VALUES (%(id)s, %(name)s, %(status)s, %(command)s, %(language)s, %(code)s, %(cwd)s,
             %(env)s, %(timeout)s, %(pty)s, %(created_at)s, %(worker_id)s, %(cpu_time)s,
-            %(memory)s, %(max_processes)s, %(max_file_size)s, %(network)s, %(secrets)s, %(labels)s)
+            %(memory)s, %(max_processes)s, %(max_file_size)s, %(network)s, %(secrets)s, %(labels)s,
+            %(max_output)s)
     RETURNING status
 )
 SELECT pg_notify('outspool', 'queue') FROM inserted WHERE status = 'queued';
@@ -164,10 +172,16 @@ VALUES (%(execution_id)s, %(chunk_index)s, %(stdout_offset)s, %(stdout_size)s,
         %(stdout)s, %(stderr)s, %(line_times)s)
 ON CONFLICT (execution_id, chunk_index) DO NOTHING;
 
+-- name: delete_chunk
+DELETE FROM execution_output_chunks
+WHERE execution_id = %(execution_id)s AND chunk_index = %(chunk_index)s
+RETURNING NULL AS blob_file;
+
 -- name: record_output
 WITH changed AS (
     UPDATE executions SET stdout_size = %(stdout_size)s, stderr_size = %(stderr_size)s,
-                          chunk_count = %(chunk_count)s, last_output_at = %(last_output_at)s
+                          chunk_count = %(chunk_count)s, last_output_at = %(last_output_at)s,
+                          stdout_dropped = %(stdout_dropped)s, stderr_dropped = %(stderr_dropped)s
     WHERE id = %(id)s
     RETURNING id
 )
@@ -254,6 +268,13 @@ WHERE execution_id = %(id)s AND chunk_index < %(before)s
 ORDER BY chunk_index DESC
 LIMIT %(limit)s;
 
+-- name: chunk_at
+-- One chunk row again (SQLite readers use it when a trimmed chunk's file vanished).
+SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
+       codec, timestamp, runs, stdout, stderr, line_times
+FROM execution_output_chunks
+WHERE execution_id = %(id)s AND chunk_index = %(index)s;
+
 -- name: chunk_containing_stdout
 SELECT max(chunk_index) AS found FROM execution_output_chunks
 WHERE execution_id = %(id)s AND stdout_offset <= %(offset)s AND stdout_size > 0;
@@ -336,3 +357,29 @@ FROM executions GROUP BY status;
 SELECT coalesce(sum(coalesce(length(stdout), 0) + coalesce(length(stderr), 0)
                     + coalesce(length(runs), 0) + coalesce(length(line_times), 0)), 0)::bigint AS stored
 FROM execution_output_chunks;
+
+-- name: delete_execution
+-- Only a finished execution: one a worker claimed meanwhile stays. Its chunks go
+-- with it (ON DELETE CASCADE), in the same transaction.
+WITH gone AS (
+    DELETE FROM executions WHERE id = %(id)s AND status NOT IN ('queued', 'running')
+    RETURNING id
+)
+SELECT id, pg_notify('outspool', id) FROM gone;
+
+-- name: chunk_files
+-- PostgreSQL keeps every chunk in its row: no files.
+SELECT NULL AS blob_file WHERE false;
+
+-- name: finished_executions
+-- What prune chooses from, newest first; kept = output bytes stored (uncompressed).
+SELECT id, status, coalesce(finished_at, created_at) AS ended_at,
+       stdout_size + stderr_size - stdout_dropped - stderr_dropped AS kept
+FROM executions
+WHERE status NOT IN ('queued', 'running')
+ORDER BY created_at DESC, id DESC;
+
+-- name: stored_output
+SELECT coalesce(sum(stdout_size + stderr_size - stdout_dropped - stderr_dropped), 0)::bigint
+       AS kept
+FROM executions;

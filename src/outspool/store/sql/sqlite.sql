@@ -120,13 +120,22 @@ CREATE INDEX execution_labels_value ON execution_labels (key, value);
 CREATE INDEX executions_name ON executions (name, created_at);
 ALTER TABLE execution_output_chunks ADD COLUMN line_times BLOB;
 
+-- name: migrate_7
+-- Output limits: how many bytes of each stream were not kept, and the limit a job
+-- asked for. A trimmable (tail-window) chunk's blobs have a segment file of their
+-- own (blob_file), deleted with it.
+ALTER TABLE executions ADD COLUMN stdout_dropped INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN stderr_dropped INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN max_output INTEGER;
+ALTER TABLE execution_output_chunks ADD COLUMN blob_file TEXT;
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                         created_at, worker_id, cpu_time, memory, max_processes, max_file_size,
-                        network, secrets, labels)
+                        network, secrets, labels, max_output)
 VALUES (:id, :name, :status, :command, :language, :code, :cwd, :env, :timeout, :pty,
         :created_at, :worker_id, :cpu_time, :memory, :max_processes, :max_file_size,
-        :network, :secrets, :labels);
+        :network, :secrets, :labels, :max_output);
 
 -- name: insert_label
 INSERT INTO execution_labels (execution_id, key, value) VALUES (:id, :key, :value);
@@ -140,14 +149,19 @@ WHERE id = :id;
 INSERT INTO execution_output_chunks (execution_id, chunk_index, stdout_offset, stdout_size,
                                      stderr_offset, stderr_size, codec, timestamp, runs,
                                      stdout, stderr, line_times, blob_offset,
-                                     blob_stdout_length, blob_stderr_length, blob_crc)
+                                     blob_stdout_length, blob_stderr_length, blob_crc, blob_file)
 VALUES (:execution_id, :chunk_index, :stdout_offset, :stdout_size, :stderr_offset,
         :stderr_size, :codec, :timestamp, :runs, :stdout, :stderr, :line_times, :blob_offset,
-        :blob_stdout_length, :blob_stderr_length, :blob_crc);
+        :blob_stdout_length, :blob_stderr_length, :blob_crc, :blob_file);
+
+-- name: delete_chunk
+DELETE FROM execution_output_chunks WHERE execution_id = :execution_id AND chunk_index = :chunk_index
+RETURNING blob_file;
 
 -- name: record_output
 UPDATE executions SET stdout_size = :stdout_size, stderr_size = :stderr_size,
-                      chunk_count = :chunk_count, last_output_at = :last_output_at
+                      chunk_count = :chunk_count, last_output_at = :last_output_at,
+                      stdout_dropped = :stdout_dropped, stderr_dropped = :stderr_dropped
 WHERE id = :id;
 
 -- name: record_progress
@@ -210,7 +224,7 @@ LIMIT :limit;
 -- name: chunks_after
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
        codec, timestamp, runs, stdout, stderr, line_times, blob_offset, blob_stdout_length,
-       blob_stderr_length, blob_crc
+       blob_stderr_length, blob_crc, blob_file
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index > :after
 ORDER BY chunk_index
@@ -219,11 +233,19 @@ LIMIT :limit;
 -- name: chunks_before
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
        codec, timestamp, runs, stdout, stderr, line_times, blob_offset, blob_stdout_length,
-       blob_stderr_length, blob_crc
+       blob_stderr_length, blob_crc, blob_file
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index < :before
 ORDER BY chunk_index DESC
 LIMIT :limit;
+
+-- name: chunk_at
+-- One chunk row again: a reader whose chunk's own file vanished looks for its cut copy.
+SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
+       codec, timestamp, runs, stdout, stderr, line_times, blob_offset, blob_stdout_length,
+       blob_stderr_length, blob_crc, blob_file
+FROM execution_output_chunks
+WHERE execution_id = :id AND chunk_index = :index;
 
 -- name: chunk_containing_stdout
 SELECT max(chunk_index) AS found FROM execution_output_chunks
@@ -291,3 +313,26 @@ SELECT coalesce(sum(coalesce(length(stdout), 0) + coalesce(length(stderr), 0)
                     + coalesce(blob_stdout_length, 0) + coalesce(blob_stderr_length, 0)
                     + coalesce(length(runs), 0) + coalesce(length(line_times), 0)), 0) AS stored
 FROM execution_output_chunks;
+
+-- name: delete_execution
+-- Only a finished execution: one a worker claimed meanwhile stays. Its chunks go
+-- with it (ON DELETE CASCADE), in the same transaction.
+DELETE FROM executions WHERE id = :id AND status NOT IN ('queued', 'running')
+RETURNING id;
+
+-- name: chunk_files
+-- The own files of an execution's trimmable chunks, removed after it is deleted.
+SELECT blob_file FROM execution_output_chunks
+WHERE execution_id = :id AND blob_file IS NOT NULL;
+
+-- name: finished_executions
+-- What prune chooses from, newest first; kept = output bytes stored (uncompressed).
+SELECT id, status, coalesce(finished_at, created_at) AS ended_at,
+       stdout_size + stderr_size - stdout_dropped - stderr_dropped AS kept
+FROM executions
+WHERE status NOT IN ('queued', 'running')
+ORDER BY created_at DESC, id DESC;
+
+-- name: stored_output
+SELECT coalesce(sum(stdout_size + stderr_size - stdout_dropped - stderr_dropped), 0) AS kept
+FROM executions;

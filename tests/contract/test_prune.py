@@ -1,0 +1,203 @@
+"""Delete and prune on both backends: what goes, what stays, and that the space comes back."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from outspool import Outspool, Settings, Status, Stream
+from outspool.codec import Encoder
+from outspool.errors import InvalidStateError, NotFoundError
+from outspool.jobs import Job
+from outspool.models import Outcome
+from outspool.prune import Rules, choose
+from outspool.store import open_store, queries
+from outspool.store.base import Finished, OutputUpdate, WriteBatch
+from outspool.worker import Worker
+from tests.conftest import SpawnCli
+from tests.helpers import wait_until
+
+BULK = "import os\nfor i in range({n}): os.write(1, os.urandom(100_000))\n"  # incompressible
+
+
+def run(spool: Outspool, code: str) -> str:
+    return spool.run([sys.executable, "-c", code]).id
+
+
+def files_of(url: str, execution_id: str) -> list[Path]:
+    if "://" in url:
+        return []
+    return sorted(Path(url + "-chunks").glob(f"{execution_id}*"))
+
+
+def test_delete_removes_the_execution_and_its_output(spool: Outspool, url: str) -> None:
+    big = run(spool, BULK.format(n=40))
+    small = run(spool, "print('stay')")
+    if "://" not in url:
+        assert files_of(url, big)  # large chunks live in segment files
+    assert spool.delete(big[:10]) == big
+    with pytest.raises(NotFoundError):
+        spool.get(big)
+    assert spool.store.chunks_after(big, -1, 10) == []
+    assert files_of(url, big) == []
+    assert spool.read(small) == b"stay\n"
+    with pytest.raises(NotFoundError):
+        spool.delete(big)
+
+
+def test_a_running_execution_is_refused_unless_forced(spool: Outspool) -> None:
+    running = spool.start(["sleep", "60"])
+    wait_until(lambda: spool.get(running.id).pid is not None, message="started")
+    with pytest.raises(InvalidStateError, match="running"):
+        spool.delete(running.id)
+    assert spool.get(running.id).status is Status.RUNNING
+    spool.delete(running.id, force=True)
+    with pytest.raises(NotFoundError):
+        spool.get(running.id)
+    queued = spool.submit(["true"])
+    with pytest.raises(InvalidStateError, match="queued"):
+        spool.delete(queued.id)
+    spool.delete(queued.id, force=True)
+    with pytest.raises(NotFoundError):
+        spool.get(queued.id)
+
+
+def test_prune_rules_and_running_executions_survive(spool: Outspool) -> None:
+    ids = [run(spool, f"print({i})") for i in range(5)]
+    failed = run(spool, "import sys; sys.exit(3)")
+    running = spool.start(["sleep", "60"])
+    queued = spool.submit(["true"])
+    wait_until(lambda: spool.get(running.id).pid is not None, message="started")
+
+    dry = spool.prune(keep_last=2, dry_run=True)
+    assert (dry.count, dry.dry_run) == (4, True)
+    assert len(spool.list(limit=100)) == 8
+
+    only_failed = spool.prune(statuses=[Status.FAILED])
+    assert only_failed.ids == [failed]
+
+    done = spool.prune(keep_last=2)
+    assert sorted(done.ids) == sorted(ids[:3])
+    assert done.bytes == 6  # "0\n" "1\n" "2\n"
+    assert spool.prune(older_than=0).count == 2
+    left = {ex.id for ex in spool.list(limit=100)}
+    assert left == {running.id, queued.id}  # never pruned
+    running.cancel()
+    running.wait()
+
+
+def test_prune_to_a_size_takes_the_oldest_first(spool: Outspool) -> None:
+    ids = [run(spool, f"print('x' * {999 + i})") for i in range(4)]
+    done = spool.prune(max_size=2500)
+    assert done.ids == ids[:2]
+    assert spool.store.stored_output() <= 2500
+
+
+def test_choose_is_pure_and_reads_like_the_rules() -> None:
+    now = 1000.0
+    finished = [
+        Finished(f"e{i}", Status.SUCCEEDED if i % 2 else Status.FAILED, now - 10 * i, 100)
+        for i in range(6)
+    ]  # newest first: e0 ended now, e5 50 s ago
+
+    def pick(rules: Rules) -> list[str]:
+        return [f.execution_id for f in choose(finished, 600, rules, now)]
+
+    assert pick(Rules()) == []
+    assert pick(Rules(older_than=25)) == ["e3", "e4", "e5"]
+    assert pick(Rules(keep_last=4)) == ["e4", "e5"]
+    assert pick(Rules(statuses=frozenset({Status.FAILED}))) == ["e0", "e2", "e4"]
+    assert pick(Rules(max_size=350)) == ["e5", "e4", "e3"]
+    assert pick(Rules(max_size=1000)) == []
+    assert pick(Rules(older_than=15, keep_last=3, max_size=450)) == ["e5", "e4"]
+
+
+def test_sqlite_gives_the_space_back(tmp_path: Path) -> None:
+    db = tmp_path / "space.db"
+    settings = Settings.load(max_chunk_size=4096, read_size=4096)  # chunks stay inline
+    trickle = "import os\nfor i in range(3000): print(os.urandom(500).hex(), flush=True)\n"
+
+    def pages() -> int:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("PRAGMA page_count").fetchone()[0])
+
+    with Outspool(str(db), settings) as spool:
+        ids = [spool.run([sys.executable, "-c", trickle]).id for _ in range(2)]
+        before = pages()
+        assert sorted(spool.prune(older_than=0).ids) == sorted(ids)
+        after = pages()
+    assert after < before / 4, (before, after)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)
+        assert conn.execute("PRAGMA freelist_count").fetchone() == (0,)
+    assert db.stat().st_size <= after * 8192  # checkpointed on close: the file shrank too
+
+
+def test_an_old_sqlite_file_becomes_incremental(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    sql = queries.load("sqlite")
+    with sqlite3.connect(db) as conn:
+        conn.executescript(sql["schema_version_table"])
+        conn.executescript(sql["migrate_1"])
+        conn.execute("INSERT INTO outspool_schema (version) VALUES (1)")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA auto_vacuum").fetchone() == (0,)
+    store = open_store(str(db), Settings.load())
+    store.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)
+
+
+def test_a_trimmed_tail_and_a_deleted_execution_leave_no_files(tmp_path: Path) -> None:
+    db = tmp_path / "files.db"
+    with Outspool(str(db), Settings.load(max_output=256 * 1024)) as spool:
+        ex = spool.run([sys.executable, "-c", BULK.format(n=100)])
+        assert ex.stdout_dropped == ex.stdout_size - 256 * 1024
+        names = sorted(p.name for p in (tmp_path / "files.db-chunks").iterdir())
+        assert names  # the head's segment and the tail's own files
+        assert len(names) <= 4
+        assert len(spool.read(ex.id, Stream.STDOUT)) == 256 * 1024
+        spool.delete(ex.id)
+        assert list((tmp_path / "files.db-chunks").iterdir()) == []
+
+
+def test_a_worker_applies_retention(url: str) -> None:
+    settings = Settings.load(retention_keep_last=1, kill_grace=0.5)
+    with Outspool(url, settings) as spool:
+        ids = [run(spool, f"print({i})") for i in range(3)]
+        Worker(url, settings, burst=True).run()
+        assert [ex.id for ex in spool.list()] == [ids[-1]]
+
+
+def test_a_prune_killed_midway_leaves_each_execution_whole_or_gone(
+    url: str, spawn_cli: SpawnCli
+) -> None:
+    store = open_store(url, Settings.load())
+    encoder = Encoder()
+    ids = []
+    for n in range(300):
+        job = Job(command=("true",))
+        ex = store.create(job, f"{n:016d}", time.time() - 100, Status.RUNNING, None)
+        pieces = [
+            encoder.encode(ex.id, i, (i * 4, 0), [(Stream.STDOUT, b"abc\n")], 0) for i in range(3)
+        ]
+        store.write(WriteBatch(pieces, [OutputUpdate(ex.id, 12, 0, 3, time.time())]))
+        store.finish(ex.id, Outcome(Status.SUCCEEDED, 0), time.time(), None)
+        ids.append(ex.id)
+    prune = spawn_cli("prune", "--db", url, "--older-than", "0s")
+    wait_until(lambda: len(store.finished()) < 295 or prune.poll() is not None, message="pruning")
+    prune.kill()
+    prune.wait()
+    left = store.finished()
+    assert 0 <= len(left) < 300
+    for f in left:
+        records = store.chunks_after(f.execution_id, -1, 10)
+        assert [r.chunk_index for r in records] == [0, 1, 2]
+        assert store.get(f.execution_id).chunk_count == 3
+    for gone in set(ids) - {f.execution_id for f in left}:
+        assert store.chunks_after(gone, -1, 10) == []
+    store.close()
