@@ -180,7 +180,7 @@ def program_options(timeout_help: str) -> Callable[[F], F]:
                 type=SIZE,
                 metavar="BYTES",
                 help="Keep at most this much of each stream: its first and last halves "
-                "(e.g. 1MiB; at most the max_output setting).",
+                "(e.g. 1MiB; at most the max_output setting, which 0 leaves in force).",
             ),
         ]
         for option in reversed(options):

@@ -6,6 +6,10 @@ stream. A *line* starts at a stream's first byte and after each newline of that
 stream: the lines of stdout and stderr interleave in arrival order but never mix,
 which is how the web page shows them. :class:`LineCounter` counts them the way
 the page does, so a page that starts reading in the middle can number its lines.
+
+Where an output limit dropped bytes, a piece has no data and says how many
+(``dropped``): the page ends that stream's open line there and shows one
+marker line, and the counter counts it so.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from outspool.codec import decode
+from outspool.follow import Cursor
 from outspool.models import Stream
 from outspool.store.base import Store
 
@@ -23,15 +28,17 @@ _WINDOW = 64 << 10  # bytes searched back for a line start
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """Bytes of one stream, starting at ``start`` in the merged stream."""
+    """Bytes of one stream, starting at ``start`` in the merged stream; or, with
+    ``dropped``, that many bytes of it that were not kept (and no data)."""
 
     start: int
     stream: Stream
     data: bytes
+    dropped: int = 0
 
     @property
     def end(self) -> int:
-        return self.start + len(self.data)
+        return self.start + len(self.data) + self.dropped
 
 
 @dataclass(slots=True)
@@ -43,6 +50,10 @@ class LineCounter:
 
     def feed(self, piece: Piece) -> None:
         data = piece.data
+        if piece.dropped:  # the stream's open line ends; the marker is a line of its own
+            self.open.pop(piece.stream, None)
+            self.lines += 1
+            return
         if not data:
             return
         if piece.stream not in self.open:
@@ -57,13 +68,22 @@ class LineCounter:
 
 
 def iter_pieces(store: Store, execution_id: str, offset: int = 0) -> Iterator[Piece]:
-    """Stored output from byte ``offset`` of the merged stream on, piece by piece."""
+    """Stored output from byte ``offset`` of the merged stream on, piece by piece, with a
+    ``dropped`` piece where bytes were not kept."""
     first = store.chunk_containing(execution_id, None, offset) if offset else None
     after = -1 if first is None else first - 1
+    cursor: Cursor | None = None
     while records := store.chunks_after(execution_id, after, _BATCH):
         for record in records:
             after = record.chunk_index
             chunk = decode(record)
+            if cursor is None:  # from the first chunk read: what lies before it is not a gap
+                cursor = Cursor(None, chunk.stdout_offset, chunk.stderr_offset)
+            for gap in cursor.gaps(chunk):  # just before the chunk, in one stream
+                start = chunk.all_offset - gap.size
+                if chunk.all_offset > offset:
+                    skip = max(0, offset - start)
+                    yield Piece(start + skip, gap.stream, b"", gap.size - skip)
             pos = chunk.all_offset
             for stream, data in chunk.tagged():
                 start, pos = pos, pos + len(data)
@@ -89,7 +109,7 @@ def read_pieces(store: Store, execution_id: str, offset: int, limit: int) -> Pie
         room = offset + limit - pos
         if room <= 0:
             return PieceRange(found, pos, False)
-        kept = Piece(piece.start, piece.stream, piece.data[:room])
+        kept = Piece(piece.start, piece.stream, piece.data[:room], piece.dropped)
         found.append(kept)
         pos = kept.end
     return PieceRange(found, pos, pos < offset + limit)
@@ -101,7 +121,11 @@ def count_lines(store: Store, execution_id: str, offset: int) -> LineCounter:
     if offset <= 0:
         return counter
     for piece in iter_pieces(store, execution_id):
-        counter.feed(Piece(piece.start, piece.stream, piece.data[: offset - piece.start]))
+        if piece.start >= offset:
+            break
+        counter.feed(
+            Piece(piece.start, piece.stream, piece.data[: offset - piece.start], piece.dropped)
+        )
         if piece.end >= offset:
             break
     return counter

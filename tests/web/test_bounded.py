@@ -11,6 +11,7 @@ from outspool import Outspool, Settings
 from outspool.web.app import create_app
 from tests.helpers import wait_until
 from tests.web.conftest import running
+from tests.web.sse import collect, output_of
 
 LINES = "for i in range(1000): print(f'line {i:04d}')"
 OUT = b"".join(f"line {i:04d}\n".encode() for i in range(1000))
@@ -25,12 +26,39 @@ def test_output_and_raw_say_what_was_dropped(spool: Outspool, client: httpx.Clie
     ).json()
     assert after["dropped"] == len(OUT) - 1024
     assert after["text"].encode() == OUT[-512:]
+    timed = client.get(
+        f"/api/executions/{ex.id}/output", params={"offset": 600, "timestamps": "true"}
+    ).json()
+    positions = [pos for pos, _ in timed["line_times"]]
+    assert positions[:2] == [timed["dropped"], timed["dropped"] + 2]  # "8\n", then "line 0949"
+    assert timed["offset"] + positions[1] == 9490
     raw = client.get(f"/api/executions/{ex.id}/raw", params={"stream": "stdout"})
     assert raw.content == OUT[:512] + OUT[-512:]
     assert raw.headers["x-outspool-stdout-dropped"] == str(len(OUT) - 1024)
     assert raw.headers["x-outspool-stderr-dropped"] == "0"
     shown = client.get(f"/api/executions/{ex.id}").json()
     assert shown["stdout_dropped"] == len(OUT) - 1024
+
+
+def test_pieces_and_events_mark_the_gap(spool: Outspool, client: httpx.Client) -> None:
+    ex = spool.run([sys.executable, "-c", LINES], max_output=1024)
+    dropped = len(OUT) - 1024
+    got = client.get(f"/api/executions/{ex.id}/pieces", params={"lines": "true"}).json()
+    gaps = [p for p in got["pieces"] if "dropped" in p]
+    assert gaps == [{"stream": "stdout", "offset": 512, "dropped": dropped}]
+    assert got["next_offset"] == len(OUT)
+    inside = client.get(f"/api/executions/{ex.id}/pieces", params={"offset": 600}).json()
+    assert inside["pieces"][0] == {"stream": "stdout", "offset": 600, "dropped": dropped - 88}
+    late: dict[str, str | int] = {
+        "offset": 9905,
+        "lines": "true",
+    }  # in "line 0990": numbered as the page numbers
+    numbered = client.get(f"/api/executions/{ex.id}/pieces", params=late).json()
+    assert (numbered["offset"], numbered["line"]) == (9900, 51 + 1 + 1 + 1 + 41)
+    found = collect(client, f"/api/executions/{ex.id}/events")
+    marks = [e for e in found if e.kind == "gap"]
+    assert [(e.data, e.id) for e in marks] == [(gaps[0], str(512 + dropped))]
+    assert output_of(found) == OUT[:512] + OUT[-512:]
 
 
 def test_delete_is_204_then_404_and_409_while_running(

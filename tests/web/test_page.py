@@ -296,3 +296,20 @@ def test_the_list_filters_by_name_and_label(page: Page, spool: Outspool) -> None
     shown("/?label=team=web", web.id, unnamed.id)
     shown("/?name=build&label=team=web&label=env=ci", web.id)
     assert page.locator("form.filters input[name=label]").input_value() == "team=web env=ci"
+
+
+def test_the_gap_of_an_output_limit_is_one_marker_line(page: Page, spool: Outspool) -> None:
+    ex = spool.run(py("for i in range(1000): print(f'line {i:04d}')"), max_output=1024)
+    page.goto(f"/x/{ex.id}#L53")  # 51 whole lines and "li" kept of the head, then the gap
+    page.locator("#log .line.target[data-line='53']").wait_for()
+    page.wait_for_function("() => document.querySelector('.log-size').style.height === '1890px'")
+    texts = [text_of(page, n) for n in range(50, 57)]
+    assert texts == [
+        "line 0049",
+        "line 0050",
+        "li",
+        "[outspool: 8,976 bytes dropped]",
+        "8",
+        "line 0949",
+        "line 0950",
+    ]  # and 105 lines in all (18 px each): the marker is the only line added

@@ -32,7 +32,7 @@ from outspool.models import Execution, Status, Stream
 from outspool.pieces import Piece
 from outspool.search import MAX_PATTERN, Window, compile_pattern
 from outspool.settings import MAX_TIMEOUT
-from outspool.web.streams import Dropped, FeedError, Hub
+from outspool.web.streams import FeedError, Hub
 from outspool.when import parse_when, rfc3339_ms
 
 router = APIRouter(prefix="/api")
@@ -132,16 +132,18 @@ def output(
 
     ``text`` is UTF-8 with replacement (a character cut by the range shows as
     U+FFFD); ``data`` is the exact bytes in base64. ``eof``: nothing more is stored yet.
-    With ``timestamps=true``, ``line_times`` lists ``[offset_within_range, time]`` (RFC 3339,
-    UTC, ms) for the range's first byte and each line start after it: when it was read.
+    With ``timestamps=true``, ``line_times`` lists ``[position, time]`` (RFC 3339, UTC, ms)
+    for the range's first byte and each line start after it: when it was read; a position
+    counts from ``offset`` (so past a gap, the first is ``dropped``).
     """
     spool = spool_of(request)
     ex = get_execution(spool, execution_id)
     got = spool.output(ex.id, STREAMS[stream], offset, limit)
     body = _range_json(ex, stream, got)
-    if timestamps:
-        starts = spool.line_starts(ex.id, STREAMS[stream], got.offset, got.data)
-        body["line_times"] = [[pos, rfc3339_ms(ms)] for pos, ms in starts]
+    if timestamps:  # positions count from ``offset``: past a gap, data starts ``dropped`` later
+        begins = got.offset + got.dropped
+        starts = spool.line_starts(ex.id, STREAMS[stream], begins, got.data)
+        body["line_times"] = [[got.dropped + pos, rfc3339_ms(ms)] for pos, ms in starts]
     return body
 
 
@@ -158,9 +160,12 @@ def tail(
     return _range_json(ex, stream, spool.tail(ex.id, lines, STREAMS[stream]))
 
 
-def _piece_json(stream: Stream, offset: int, data: bytes) -> dict[str, Any]:
-    """A tagged piece with its bytes once: ``text`` if valid UTF-8, else ``data`` (base64)."""
+def _piece_json(stream: Stream, offset: int, data: bytes, dropped: int = 0) -> dict[str, Any]:
+    """A tagged piece with its bytes once: ``text`` if valid UTF-8, else ``data`` (base64);
+    or ``dropped``, the bytes not kept there (an output limit's gap)."""
     body: dict[str, Any] = {"stream": stream.name.lower(), "offset": offset}
+    if dropped:
+        return body | {"dropped": dropped}
     try:
         body["text"] = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -195,7 +200,7 @@ def pieces(
         "offset": offset,
         "next_offset": got.next_offset,
         "eof": got.eof,
-        "pieces": [_piece_json(p.stream, p.start, p.data) for p in got.pieces],
+        "pieces": [_piece_json(p.stream, p.start, p.data, p.dropped) for p in got.pieces],
     }
     if line is not None:
         body["line"] = line
@@ -333,14 +338,12 @@ async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[str]:
     async for item in hub.follow(ex, offset):
         if item is None:
             yield ": keepalive\n\n"
+        elif isinstance(item, Piece) and item.dropped:  # bytes not kept: say where
+            yield _event("gap", _piece_json(item.stream, item.start, b"", item.dropped), item.end)
         elif isinstance(item, Piece):
             for start, data in _split(item.data, EVENT_PIECE):
                 body = _piece_json(item.stream, item.start + start, data)
                 yield _event("output", body, item.start + start + len(data))
-        elif isinstance(item, Dropped):
-            gap = {"stream": item.gap.stream.name.lower(), "offset": item.start}
-            end = item.start + item.gap.size
-            yield _event("gap", gap | {"dropped": item.gap.size}, end)
         elif isinstance(item, FeedError):
             yield _event("problem", {"error": item.message})
         else:

@@ -51,15 +51,7 @@ class FeedError:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Dropped:
-    """Bytes not kept (an output limit), starting at ``start`` in the merged stream."""
-
-    start: int
-    gap: Gap
-
-
-Item = Piece | Dropped | Execution | FeedError | None
+Item = Piece | Execution | FeedError | None
 
 
 class Waiter:
@@ -216,7 +208,7 @@ class Hub:
                     waiter.join(follower)
             for stream, data in found:
                 if isinstance(data, Gap):  # bytes not kept: say where, move past them
-                    yield Dropped(start, data)
+                    yield Piece(start, stream, b"", data.size)
                     start += data.size
                     continue
                 yield Piece(start, stream, data)

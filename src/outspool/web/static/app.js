@@ -296,11 +296,7 @@ async function loadHead(view, ex, end, note, loading) {
 function follow(view, ex, offset, render, fail, clear) {
   const source = new EventSource(api(`/executions/${ex.id}/events?offset=${offset}`));
   source.addEventListener("output", (e) => view.add(JSON.parse(e.data)));
-  source.addEventListener("gap", (e) => {  // bytes past the output limit, not kept: one marker line
-    const d = JSON.parse(e.data);
-    const text = `\n[outspool: ${d.dropped.toLocaleString("en-US")} bytes dropped]\n`;
-    view.add({ stream: d.stream, text, offset: d.offset });
-  });
+  source.addEventListener("gap", (e) => view.add(JSON.parse(e.data)));  // bytes not kept
   const onRecord = (e) => {
     const record = JSON.parse(e.data);
     render(record);

@@ -56,8 +56,15 @@ export class Region {
 
   add(piece) {
     const s = piece.stream === "stderr" ? 1 : 0;
-    if (piece.text !== undefined) this.addText(s, piece.text, piece.offset);
+    if (piece.dropped !== undefined) this.addGap(s, piece.dropped, piece.offset);
+    else if (piece.text !== undefined) this.addText(s, piece.text, piece.offset);
     else this.addBytes(s, base64Bytes(piece.data), piece.offset);
+  }
+
+  /** Bytes not kept (an output limit): the stream's open line ends; one marker line. */
+  addGap(s, dropped, offset) {
+    if (this.open[s] >= 0) this.segment(s, "", offset, true);
+    this.segment(s, `[outspool: ${dropped.toLocaleString("en-US")} bytes dropped]`, offset, true);
   }
 
   addText(s, text, offset) {
