@@ -201,3 +201,27 @@ def test_a_prune_killed_midway_leaves_each_execution_whole_or_gone(
     for gone in set(ids) - {f.execution_id for f in left}:
         assert store.chunks_after(gone, -1, 10) == []
     store.close()
+
+
+def test_files_a_crash_left_behind_are_swept(tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    folder = tmp_path / "crash.db-chunks"
+    with Outspool(str(db)) as spool:
+        gone = run(spool, BULK.format(n=10))
+        kept = run(spool, BULK.format(n=10))
+        running = spool.start(["sleep", "60"])
+        wait_until(lambda: spool.get(running.id).pid is not None, message="started")
+        # killed after the commit that deleted an execution, before its file was unlinked
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("DELETE FROM executions WHERE id = ?", (gone,))
+        conn.close()
+        assert (folder / f"{gone}.seg").exists()
+        lost = folder / f"{kept}.7-0-0.seg"  # a trimmed tail chunk's file, its unlink lost
+        lost.write_bytes(b"x" * 100)
+        pending = folder / f"{running.id}.3-0-0.seg"  # written before its row is committed
+        pending.write_bytes(b"y")
+        assert spool.prune(older_than=3600).count == 0  # nothing old: it only sweeps
+        assert sorted(p.name for p in folder.iterdir()) == sorted([f"{kept}.seg", pending.name])
+        assert len(spool.read(kept)) == 1_000_000
+        running.cancel("the test is over")

@@ -19,13 +19,17 @@ more than the whole capture (docs/performance.md).
 A *trimmable* chunk (the sliding tail of a stream past its output limit,
 :mod:`outspool.window`) gets a file of its own, ``<id>.<chunk>-<offsets>.seg``,
 so that deleting the chunk as the window slides gives its bytes back at once.
-Deleting an execution removes all its files (:meth:`Segments.remove_all`).
+Deleting an execution removes all its files (:meth:`Segments.remove_all`). Files
+are removed after the commit that drops their rows; a process killed in between
+leaves them behind, and the store's next ``reclaim`` sweeps them
+(:meth:`Segments.listing`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import zlib
 from dataclasses import dataclass
@@ -35,6 +39,8 @@ from outspool.errors import StoreError
 
 #: Chunks whose encoded blobs reach this many bytes go to segment files.
 THRESHOLD = 64 * 1024
+#: ``<id>.seg`` and a trimmable chunk's ``<id>.<chunk>-<stdout offset>-<stderr offset>.seg``.
+_NAME = re.compile(r"(?P<id>[^/]+?)(?:\.\d+-\d+-\d+)?\.seg")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,19 @@ class Segments:
             own.discard(path)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def listing(self) -> dict[str, list[str]]:
+        """The files in the folder, by execution ID: its segment and its trimmable chunks'."""
+        found: dict[str, list[str]] = {}
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return found
+        for name in names:
+            match = _NAME.fullmatch(name)
+            if match is not None:
+                found.setdefault(match["id"], []).append(name)
+        return found
 
     def remove_all(self, execution_id: str, names: list[str]) -> None:
         """Delete an execution's files: its segment and its trimmable chunks' ``names``."""

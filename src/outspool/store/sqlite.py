@@ -26,6 +26,7 @@ from typing import Any
 
 from outspool.codec import ChunkRecord
 from outspool.errors import StoreError
+from outspool.models import Status
 from outspool.store import segments
 from outspool.store.core import Cursor, Params, SqlStore, chunk_row
 
@@ -220,17 +221,39 @@ class SqliteStore(SqlStore):
             self.segments.remove_all(execution_id, names)
 
     def reclaim(self) -> None:
-        """Free pages go back to the filesystem a step at a time (each step a short write)."""
+        """Free pages go back to the filesystem a step at a time (each step a short write);
+        files a crash left behind are removed."""
+        self._sweep()
         conn = self._connect()
         with self._errors("write to"):
             free = conn.execute("PRAGMA freelist_count").fetchone()[0]
             while free:  # executescript steps the pragma to its end (execute frees one page)
+                began = time.monotonic()
                 conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP});")
                 left = conn.execute("PRAGMA freelist_count").fetchone()[0]
                 if left >= free:
                     break  # not an incremental database (its conversion is still pending)
                 free = left
+                if free:  # as long as the step held the lock, so waiting writers get it
+                    time.sleep(min(time.monotonic() - began, 0.05))
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _sweep(self) -> None:
+        """Remove the files of executions that are gone, and those of a finished execution's
+        trimmed tail chunks that no row names. Files are listed before the rows are read,
+        and a row exists before its execution's first file is written, so a file found
+        without its execution is an orphan. A running execution is left alone: its next
+        chunk's file is written before the row naming it is committed."""
+        for execution_id, names in self.segments.listing().items():
+            found = self._rows("get_execution", {"id": execution_id})
+            if not found:
+                self.segments.remove_all(execution_id, names)
+                continue
+            if not Status(found[0]["status"]).finished or found[0]["status"] == Status.LOST:
+                continue
+            named = {r["blob_file"] for r in self._rows("chunk_files", {"id": execution_id})}
+            main = self.segments.path(execution_id).name
+            self.segments.remove(execution_id, [n for n in names if n != main and n not in named])
 
     def _finishing(self, execution_id: str) -> None:
         self.segments.release(execution_id)
