@@ -9,7 +9,8 @@ runs the first as part of the suite.
 2. An SQLite store holding 10,000 finished executions (1 KiB of output each, filled with
    plain SQL) is pruned by ``outspool prune --older-than 0s`` in another process, while a
    capture in this process commits a small chunk every 5 ms through the store: the worst
-   commit latency during the prune against the median before it (goal: stall <= 50 ms).
+   commit latency during the prune (goal: <= 50 ms) against the median and the worst of
+   the same capture over 5 s just before it (what the machine alone costs).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from outspool.store import open_store
 from outspool.store.base import OutputUpdate, WriteBatch
 
 LIMIT = "1MiB"
+BASELINE_S = 5.0
 
 
 def disk_usage(db: Path) -> int:
@@ -149,7 +151,7 @@ def commit_stall(count: int) -> list[Row]:
 
     thread = threading.Thread(target=capture)
     thread.start()
-    time.sleep(1.0)  # a baseline before the prune
+    time.sleep(BASELINE_S)  # the same capture without a prune: what the machine alone costs
     began = time.monotonic()
     pruned = subprocess.run(
         [outspool_api.OUTSPOOL, "prune", "--db", str(db), "--older-than", "0s", "--json"],
@@ -164,6 +166,7 @@ def commit_stall(count: int) -> list[Row]:
     before = [s for t, s in latencies if t < began]
     deleted = json.loads(pruned.stdout)["count"]
     base = statistics.median(before)
+    worst_before = max(before)
     worst = max(during) if during else 0.0
     return [
         Row(
@@ -171,10 +174,16 @@ def commit_stall(count: int) -> list[Row]:
             1,
             wall_s=ended - began,
             note=(
-                f"capture commits during it: {len(during)}, worst {worst * 1000:.1f} ms,"
-                f" median before {base * 1000:.1f} ms; stall {max(0.0, worst - base) * 1000:.1f} ms"
+                f"capture commits during it: {len(during)}, worst {worst * 1000:.1f} ms;"
+                f" {BASELINE_S:.0f} s before it: median {base * 1000:.1f} ms,"
+                f" worst {worst_before * 1000:.1f} ms"
             ),
-            extra={"worst_commit_s": worst, "baseline_commit_s": base, "deleted": deleted},
+            extra={
+                "worst_commit_s": worst,
+                "baseline_commit_s": base,
+                "baseline_worst_commit_s": worst_before,
+                "deleted": deleted,
+            },
         )
     ]
 

@@ -2,11 +2,13 @@
 
 Only finished executions are ever deleted; queued and running ones survive
 every prune (the store re-checks the status in the deleting statement, so a
-claim racing a prune wins). Deletion runs in batches of :data:`BATCH`
-executions, each one short transaction that removes the rows and their chunks
-together (an execution is whole or gone, never half-deleted); segment files go
-after each commit, and the freed space is handed back to the filesystem at the
-end (:meth:`Store.reclaim`).
+claim racing a prune wins). Deletion runs in batches, each one short
+transaction (its size adapts so that it holds the write lock about
+:data:`BATCH_SECONDS`) that removes the rows and their chunks together (an
+execution is whole or gone, never half-deleted), with a pause as long as the
+batch between two, so that captures committing meanwhile get the lock;
+segment files go after each commit, and the freed space is handed back to the
+filesystem at the end (:meth:`Store.reclaim`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,16 @@ from outspool.models import Status
 from outspool.settings import Settings
 from outspool.store.base import Finished, Store
 
-#: Executions deleted per transaction: short enough that a capture's commit never waits long.
+#: Executions deleted by the first transaction. A batch aims to hold the write lock about
+#: BATCH_SECONDS: the next one is half as large after a batch twice as long, twice as large
+#: (up to MAX_BATCH) after one half as long, so a capture's commit never waits long.
 BATCH = 20
+BATCH_SECONDS = 0.01
+MAX_BATCH = 200
+#: After each batch the deleter pauses as long as the batch took (at most this many seconds):
+#: a capture waiting for SQLite's write lock polls for it ever more slowly, and would otherwise
+#: find it taken by the next batch again and again.
+MAX_PAUSE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +124,19 @@ def delete(store: Store, execution_ids: Iterable[str]) -> list[str]:
     """Delete finished executions in batches, then reclaim the space; those deleted."""
     ids = list(execution_ids)
     gone: list[str] = []
-    for start in range(0, len(ids), BATCH):
-        gone += store.delete(ids[start : start + BATCH])
-    if gone:
-        store.reclaim()
+    size, start = BATCH, 0
+    while start < len(ids):
+        began = time.monotonic()
+        gone += store.delete(ids[start : start + size])
+        start += size
+        took = time.monotonic() - began
+        if took > 2 * BATCH_SECONDS:
+            size = max(1, size // 2)
+        elif took < BATCH_SECONDS / 2:
+            size = min(MAX_BATCH, size * 2)
+        if start < len(ids):
+            time.sleep(min(took, MAX_PAUSE))
+    store.reclaim()  # also when nothing was deleted: it sweeps files a crash left behind
     return gone
 
 
