@@ -17,17 +17,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import resource
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from outspool import limits as lim
 from outspool.limits import Cgroup, Limits
 from outspool.masking import Masker
 from outspool.models import Stream
-from outspool.sandbox import Sandbox, drop_privileges
+from outspool.process import ChildSetup
+from outspool.sandbox import Sandbox, sandbox_user
 
 #: Set in every program's environment; recovery and the orphan sweep find processes by it.
 EXECUTION_ENV = "OUTSPOOL_EXECUTION_ID"
@@ -97,29 +97,17 @@ class Guard:
     def sandboxed(self) -> bool:
         return self.isolation.sandbox is not None
 
-    def setup(self) -> Callable[[], None] | None:
-        """The child's steps between fork and exec, in order: cgroup, rlimits, uid."""
-        steps: list[Callable[[], None]] = []
-        if self.cgroup is not None:
-            steps.append(self.cgroup.join())
-        rlimits = self.isolation.limits.rlimits(cgroup=self.cgroup is not None)
-        if rlimits:
+    def setup(self) -> ChildSetup:
+        """The child's steps before the program, in order: cgroup, rlimits, user.
 
-            def set_rlimits() -> None:
-                for what, soft, hard in rlimits:
-                    resource.setrlimit(what, (soft, hard))
-
-            steps.append(set_rlimits)
-        if self.sandboxed:
-            steps.append(drop_privileges)
-        if not steps:
-            return None
-
-        def run_steps() -> None:
-            for step in steps:
-                step()
-
-        return run_steps
+        ``bwrap --die-with-parent`` gives a sandbox the parent-death signal itself.
+        """
+        return ChildSetup(
+            cgroup_procs=self.cgroup.procs_files() if self.cgroup is not None else (),
+            rlimits=tuple(self.isolation.limits.rlimits(cgroup=self.cgroup is not None)),
+            user=sandbox_user() if self.sandboxed else None,
+            die_with_parent=not self.sandboxed,
+        )
 
     def signal_inside(self, pid: int, sig: int) -> bool:
         """Signal a sandboxed program (not ``bwrap``, which would kill it at once)."""

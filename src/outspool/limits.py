@@ -18,7 +18,6 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,19 +137,9 @@ class Cgroup:
             return None
         return group
 
-    def join(self) -> Callable[[], None]:
-        """A child setup step (between fork and exec) that moves the child in."""
-        paths = [os.path.join(d, "cgroup.procs") for d in self.directories]
-
-        def join() -> None:
-            for path in paths:
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    os.write(fd, b"0")
-                finally:
-                    os.close(fd)
-
-        return join
+    def procs_files(self) -> tuple[str, ...]:
+        """The files a child writes ``0`` into to move itself in (before its program)."""
+        return tuple(os.path.join(d, "cgroup.procs") for d in self.directories)
 
     def pids(self) -> list[int]:
         found: set[int] = set()

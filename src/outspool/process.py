@@ -3,6 +3,17 @@
 Stopping a program means its whole group: SIGTERM, a grace period, then
 SIGKILL. On Linux the child also gets SIGKILL if the process that started it
 dies (the parent-death signal), so a killed capture leaves no orphans behind.
+
+What the child does before the program starts (join its cgroup, lower its
+rlimits, become another user, the parent-death signal) is described as data, a
+:class:`ChildSetup`, and done by small system programs that exec one another
+(``sh`` for the cgroup, ``prlimit``, ``setpriv``), so that this process starts
+the child with ``vfork``. Running the steps as Python between fork and exec
+instead (``preexec_fn``) forces a real ``fork`` of this process, which on a
+virtual machine costs several milliseconds of CPU and tens of wall: most of a
+trivial job (docs/performance.md). That way is kept for what the helpers cannot
+do: a pseudo-terminal, a caller's own setup step, signals this process ignores,
+or helpers missing from the system.
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ import errno
 import fcntl
 import os
 import pty
+import resource
+import shutil
 import signal
 import struct
 import subprocess
@@ -21,6 +34,7 @@ import sys
 import termios
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 from outspool.errors import SpawnError
@@ -90,15 +104,116 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         mallopt(_M_ARENA_MAX, arenas)
 
 
-def _child_setup(use_pty: bool) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec: no allocation-heavy work
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+#: Signals a program starts with at their default action, whatever this process does.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: prlimit's option for each resource a :class:`ChildSetup` may lower.
+_PRLIMIT = {
+    resource.RLIMIT_CPU: "cpu",
+    resource.RLIMIT_FSIZE: "fsize",
+    resource.RLIMIT_NOFILE: "nofile",
+    resource.RLIMIT_AS: "as",
+    resource.RLIMIT_NPROC: "nproc",
+}
+#: Joins the cgroups named before ``--`` (their cgroup.procs files), then runs the rest.
+_JOIN = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 126; shift; done; shift; exec "$@"'
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSetup:
+    """What a child does, in this order, before the program runs."""
+
+    cgroup_procs: tuple[str, ...] = ()  #: ``cgroup.procs`` files to join
+    rlimits: tuple[tuple[int, int, int], ...] = ()  #: ``(resource, soft, hard)``
+    user: tuple[int, int] | None = None  #: ``(uid, gid)`` to become, with no other groups
+    die_with_parent: bool = True  #: SIGKILL once the thread that started it has ended
+
+    def run(self) -> None:
+        """The steps in Python, in the child between fork and exec (the slow way)."""
+        for path in self.cgroup_procs:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        for what, soft, hard in self.rlimits:
+            resource.setrlimit(what, (soft, hard))
+        if self.user is not None:
+            uid, gid = self.user
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        if self.die_with_parent:  # after the change of user, which clears it
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def helpers(self) -> list[str] | None:
+        """The same steps as programs that exec one another, then the program (None if
+        a helper is missing here)."""
+        tools = _helpers()
+        prefix: list[str] = []
+        if self.cgroup_procs:
+            if tools["sh"] is None:
+                return None
+            prefix += [tools["sh"], "-c", _JOIN, "outspool-setup", *self.cgroup_procs, "--"]
+        if self.rlimits:
+            if tools["prlimit"] is None or any(r[0] not in _PRLIMIT for r in self.rlimits):
+                return None
+            prefix += [tools["prlimit"], *(f"--{_PRLIMIT[r]}={s}:{h}" for r, s, h in self.rlimits)]
+            prefix.append("--")
+        if self.user is not None or self.die_with_parent:
+            if tools["setpriv"] is None:
+                return None
+            prefix.append(tools["setpriv"])
+            if self.user is not None:
+                prefix += ["--reuid", str(self.user[0]), "--regid", str(self.user[1])]
+                prefix.append("--clear-groups")
+            if self.die_with_parent:
+                prefix += ["--pdeathsig", "KILL"]
+            prefix.append("--")
+        return prefix
+
+
+@cache
+def _helpers() -> dict[str, str | None]:
+    return {name: shutil.which(name, path=os.defpath) for name in ("sh", "prlimit", "setpriv")}
+
+
+def _signals_ignored() -> bool:
+    """True if this process ignores a signal the program must start with at its default
+    (an ignored signal stays ignored across exec)."""
+    return any(signal.getsignal(sig) == signal.SIG_IGN for sig in _DEFAULT_SIGNALS[1:])
+
+
+def _slow_setup(
+    setup: ChildSetup, use_pty: bool, extra: Callable[[], None] | None
+) -> Callable[[], None]:
+    def run() -> None:  # runs in the child between fork and exec: no allocation-heavy work
+        if extra is not None:
+            extra()
+        setup.run()
         if use_pty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in _DEFAULT_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
 
-    return setup
+    return run
+
+
+def check_program(program: str, env: Mapping[str, str], cwd: str | None) -> None:
+    """Raise what exec would (FileNotFoundError, PermissionError) for ``program``, before a
+    helper that runs it hides the error in the program's output."""
+    if cwd is not None and not os.path.isdir(cwd):
+        return  # starting the first helper fails, and says so
+    if os.sep in program:
+        candidates = [os.path.join(cwd or os.getcwd(), program)]
+    else:
+        candidates = [os.path.join(d, program) for d in os.get_exec_path(dict(env))]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if not found:
+        if any(os.path.isdir(c) for c in candidates):
+            raise PermissionError(program)
+        raise FileNotFoundError(program)
+    if not any(os.access(c, os.X_OK) for c in found):
+        raise PermissionError(program)
 
 
 def spawn(
@@ -109,31 +224,34 @@ def spawn(
     use_pty: bool = False,
     stdin: int | None = subprocess.DEVNULL,
     pipe_size: int = 1 << 20,
+    setup: ChildSetup = ChildSetup(),
     extra_setup: Callable[[], None] | None = None,
 ) -> Child:
-    """Start ``argv`` in a new session (its own process group) with its output piped."""
+    """Start ``argv`` in a new session (its own process group) with its output piped.
+
+    In the child, ``extra_setup`` (a Python step, which takes the slow way) runs first,
+    then ``setup`` (by helper programs where it can, see the module).
+    """
     if not argv:
         raise SpawnError("no command given")
-    base_setup = _child_setup(use_pty)
-
-    def setup() -> None:
-        if extra_setup is not None:
-            extra_setup()  # first: a change of user clears the parent-death signal
-        base_setup()
-
+    helpers = None
+    if not use_pty and extra_setup is None and not _signals_ignored():
+        helpers = setup.helpers()
     try:
         if use_pty:
-            proc, fds = _spawn_pty(argv, env, cwd, setup)
+            proc, fds = _spawn_pty(argv, env, cwd, _slow_setup(setup, use_pty, extra_setup))
         else:
+            if helpers:
+                check_program(argv[0], env, cwd)
             proc = subprocess.Popen(
-                list(argv),
+                [*(helpers or ()), *argv],
                 stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=dict(env),
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=setup,
+                preexec_fn=None if helpers is not None else _slow_setup(setup, False, extra_setup),
             )
             assert proc.stdout is not None and proc.stderr is not None
             fds = {os.dup(proc.stdout.fileno()): Stream.STDOUT}

@@ -105,7 +105,8 @@ class Execute:
                 use_pty=ex.pty,
                 stdin=self._stdin,
                 pipe_size=self.settings.read_size,
-                extra_setup=_chain(self._child_setup, guard.setup()),
+                setup=guard.setup(),
+                extra_setup=self._child_setup,
             )
         except OutspoolError as exc:
             guard.end()
@@ -130,15 +131,3 @@ class Execute:
         outcome = self._capture.run()
         sink.finish(outcome)
         return outcome
-
-
-def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
-    chosen = [step for step in steps if step is not None]
-    if len(chosen) <= 1:
-        return chosen[0] if chosen else None
-
-    def run_all() -> None:
-        for step in chosen:
-            step()
-
-    return run_all

@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: The user and group a sandboxed program runs as (``nobody``/``nogroup``).
@@ -115,12 +115,10 @@ def bwrap_path() -> str:
     return shutil.which("bwrap") or "bwrap"
 
 
-def drop_privileges() -> None:
-    """In the child, before exec: root starts ``bwrap`` as ``nobody``, never as root."""
-    if os.geteuid() == 0:
-        os.setgroups([])
-        os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
-        os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+def sandbox_user() -> tuple[int, int] | None:
+    """The ``(uid, gid)`` that starts ``bwrap``: root starts it as ``nobody``, never as root;
+    anyone else as themselves (None)."""
+    return (SANDBOX_UID, SANDBOX_GID) if os.geteuid() == 0 else None
 
 
 @functools.cache
@@ -132,14 +130,16 @@ def problem() -> str | None:
             "bubblewrap) or set OUTSPOOL_SANDBOX=none to run jobs unsandboxed knowingly"
         )
     probe = Sandbox().wrap(["true"])
-    setup: Callable[[], None] = drop_privileges
+    user = sandbox_user()
     try:
         done = subprocess.run(
             probe,
             capture_output=True,
             timeout=30,
             env={"PATH": SYSTEM_PATH},
-            preexec_fn=setup,
+            user=None if user is None else user[0],
+            group=None if user is None else user[1],
+            extra_groups=None if user is None else [],
             check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
