@@ -93,6 +93,24 @@ class Running:
     def status(self) -> Status:
         return self.execution().status
 
+    def ended_as(self) -> Execution | None:
+        """The record as this process ended it, from memory (no database read); None
+        until its outcome is known. The stored record can differ only if another
+        process ended the execution first (``lost``)."""
+        execute = self._execute
+        outcome = execute.outcome
+        if outcome is None:
+            return None
+        return replace(
+            execute.execution,
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            reason=outcome.reason,
+            started_at=execute.started_at,
+            finished_at=execute.finished_at,
+        )
+
     def execution(self) -> Execution:
         return self._spool.get(self.id)
 

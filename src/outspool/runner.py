@@ -80,6 +80,9 @@ class Execute:
         self._capture: Capture | None = None
         self._stop: tuple[Status, str, bool] | None = None
         self.sink: Sink | None = None
+        self.started_at: float | None = None  #: when the program started (wall clock)
+        self.finished_at: float | None = None  #: when its outcome was known
+        self.outcome: Outcome | None = None  #: how it ended, once known
 
     def stop(self, status: Status, reason: str, force: bool = False) -> None:
         """Stop the program (its whole group); the execution ends with ``status``.
@@ -110,11 +113,12 @@ class Execute:
             )
         except OutspoolError as exc:
             guard.end()
-            outcome = Outcome(Status.FAILED, None, None, str(exc))
+            outcome = self._ended(Outcome(Status.FAILED, None, None, str(exc)))
             sink.finish(outcome)
             raise
         child.guard = guard
-        sink.started(child.pid, time.time(), self._worker_id)
+        self.started_at = time.time()
+        sink.started(child.pid, self.started_at, self._worker_id)
         s = self.settings
         self._capture = Capture(
             child,
@@ -128,6 +132,11 @@ class Execute:
         )
         if self._stop is not None:
             self._capture.request_stop(*self._stop)
-        outcome = self._capture.run()
+        outcome = self._ended(self._capture.run())
         sink.finish(outcome)
+        return outcome
+
+    def _ended(self, outcome: Outcome) -> Outcome:
+        self.finished_at = time.time()
+        self.outcome = outcome
         return outcome

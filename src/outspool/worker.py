@@ -41,6 +41,17 @@ IDLE_POLL = 0.1  # seconds between looks at the queue when there is nothing to d
 log = logging.getLogger("outspool.worker")
 
 
+def _workdir(execution_id: str) -> str:
+    """A fresh private directory for one job: named after it (cheaper than
+    ``mkdtemp``'s random names), or a random one if that name is taken."""
+    try:
+        path = os.path.join(tempfile.gettempdir(), f"outspool-{execution_id}")
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return tempfile.mkdtemp(prefix="outspool-")
+    return path
+
+
 def raise_open_files_limit() -> None:
     """Raise this process's soft limit on open files to its hard limit.
 
@@ -75,6 +86,7 @@ class Worker:
         self._force = False
         self._thread: threading.Thread | None = None
         self._retention: Retention | None = None
+        self._base_env: dict[str, str] | None = None
         self.completed = 0
 
     @property
@@ -178,25 +190,30 @@ class Worker:
                 log.info("retention deleted %d executions (%d bytes)", pruned.count, pruned.bytes)
 
     def _claim(self) -> bool:
-        """Start as many queued executions as there are free slots; True if any started."""
+        """Start as many queued executions as there are free slots, claimed together in
+        one statement; True if any started."""
         started = False
         while not self._stopping:
             with self._lock:
-                if len(self._running) >= self.concurrency:
-                    return started
-            execution = self.spool.store.claim(self.worker_id, time.time())
-            if execution is None:
+                free = self.concurrency - len(self._running)
+            if free <= 0:
                 return started
-            self._start(execution)
+            claimed = self.spool.store.claim_many(self.worker_id, time.time(), free)
+            for execution in claimed:
+                self._start(execution)
+            if len(claimed) < free:
+                return started or bool(claimed)
             started = True
         return started
 
     def _start(self, execution: Execution) -> None:
         isolation = self._isolation(execution)
         fresh = not execution.cwd and isolation.sandbox is None  # a sandbox has its own
-        workdir = tempfile.mkdtemp(prefix="outspool-") if fresh else None
-        base = {k: os.environ[k] for k in self.settings.env_allowlist if k in os.environ}
-        env = program_env(self.settings, execution, base)
+        workdir = _workdir(execution.id) if fresh else None
+        if self._base_env is None:  # the variables we pass on, read once
+            allowed = self.settings.env_allowlist
+            self._base_env = {k: os.environ[k] for k in allowed if k in os.environ}
+        env = program_env(self.settings, execution, self._base_env)
         if workdir is not None:
             execution = replace(execution, cwd=workdir)
         if execution.language is not None:  # resolve with this machine's interpreters
@@ -204,7 +221,8 @@ class Worker:
             # an unknown language here: the stored command is tried as it is
             with contextlib.suppress(OutspoolError):
                 execution = replace(execution, command=job.argv(self.settings))
-        log.info("started %s: %s", execution.id, one_line(" ".join(execution.command), 80))
+        if log.isEnabledFor(logging.INFO):
+            log.info("started %s: %s", execution.id, one_line(" ".join(execution.command), 80))
 
         def ended(handle: Running) -> None:
             if workdir is not None:
@@ -230,10 +248,11 @@ class Worker:
         if handle.error is not None and not isinstance(handle.error, OutspoolError):
             log.error("%s crashed the worker thread: %r", handle.id, handle.error)
             return
-        try:
-            ex = handle.execution()
-        except OutspoolError as exc:
-            log.warning("%s ended, but its record cannot be read: %s", handle.id, exc)
+        ex = handle.ended_as()  # from memory: reporting costs no read per job
+        if ex is None:
+            log.warning("%s ended, but not as recorded: %s", handle.id, handle.error)
+            return
+        if not log.isEnabledFor(logging.INFO):
             return
         code = shown_exit(ex)
         how = "; ".join(part for part in (f"exit {code}" if code else "", ex.reason or "") if part)

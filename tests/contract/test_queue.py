@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from outspool.jobs import Job
 from outspool.models import Outcome, Status
 from outspool.store import Store
@@ -25,8 +27,21 @@ def test_claim_takes_the_oldest_queued_once(store: Store) -> None:
     assert store.claim("w1", 11.0) is None
 
 
+def test_claim_many_takes_the_oldest_up_to_the_limit_once(store: Store) -> None:
+    for i in range(10):
+        queued(store, f"job-{i}", float(10 - i))  # job-9 is the oldest
+    first = store.claim_many("w1", 20.0, 4)
+    assert [ex.id for ex in first] == ["job-9", "job-8", "job-7", "job-6"]
+    assert {(ex.status, ex.worker_id) for ex in first} == {(Status.RUNNING, "w1")}
+    rest = store.claim_many("w2", 20.0, 100)
+    assert [ex.id for ex in rest] == [f"job-{i}" for i in range(5, -1, -1)]
+    assert store.claim_many("w1", 21.0, 4) == []
+    assert store.get("job-9").worker_id == "w1"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
 def test_concurrent_claims_from_separate_connections_never_share(
-    store: Store, open_another: OpenStore
+    store: Store, open_another: OpenStore, batch: int
 ) -> None:
     for i in range(60):
         queued(store, f"job-{i:03d}", float(i))
@@ -34,8 +49,8 @@ def test_concurrent_claims_from_separate_connections_never_share(
     claimed: list[list[str]] = [[] for _ in stores]
 
     def drain(index: int) -> None:
-        while (ex := stores[index].claim(f"w{index}", 100.0)) is not None:
-            claimed[index].append(ex.id)
+        while taken := stores[index].claim_many(f"w{index}", 100.0, batch):
+            claimed[index] += [ex.id for ex in taken]
 
     threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(stores))]
     for thread in threads:

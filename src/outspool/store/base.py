@@ -196,6 +196,10 @@ class Store(Protocol):
         """Atomically take the oldest queued execution for ``worker_id`` (exactly once)."""
         ...
 
+    def claim_many(self, worker_id: str, now: float, limit: int) -> list[Execution]:
+        """:meth:`claim` up to ``limit`` executions in one statement, oldest first."""
+        ...
+
     def register_worker(
         self, worker_id: str, hostname: str, pid: int, kind: str, now: float
     ) -> None:

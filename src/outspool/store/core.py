@@ -47,7 +47,7 @@ class Cursor(Protocol):
 
     def fetchone(self) -> Any: ...
 
-    def fetchall(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
 
 
 class SqlStore(abc.ABC):
@@ -343,12 +343,18 @@ class SqlStore(abc.ABC):
     # --- the queue ---------------------------------------------------------------------
 
     def claim(self, worker_id: str, now: float) -> Execution | None:
-        if not self._rows("queued_exists", {}):
-            return None  # the common idle case costs a read, not a write lock
+        claimed = self.claim_many(worker_id, now, 1)
+        return claimed[0] if claimed else None
+
+    def claim_many(self, worker_id: str, now: float, limit: int) -> list[Execution]:
+        if limit < 1 or not self._rows("queued_exists", {}):
+            return []  # the common idle case costs a read, not a write lock
+        params = {"worker_id": worker_id, "now": now, "limit": limit}
         with self._statement("write to") as cur:
-            cur.execute(self.sql["claim_next"], {"worker_id": worker_id, "now": now})
-            row = cur.fetchone()
-        return None if row is None else Execution.from_row(row)
+            cur.execute(self.sql["claim_next"], params)
+            rows = cur.fetchall()
+        claimed = [Execution.from_row(row) for row in rows]
+        return sorted(claimed, key=lambda ex: (ex.created_at, ex.id))
 
     def register_worker(
         self, worker_id: str, hostname: str, pid: int, kind: str, now: float

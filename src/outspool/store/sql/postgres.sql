@@ -293,12 +293,18 @@ SELECT 1 FROM executions WHERE status = 'queued' LIMIT 1;
 -- name: claim_next
 -- SKIP LOCKED: concurrent claimers each lock a different queued row; a row another
 -- claimer committed meanwhile fails the status recheck, so each job is taken once.
+-- Up to the limit, the oldest queued executions no other claimer holds, in one statement.
+-- The pick is MATERIALIZED so it runs once: a subquery under IN may run again per row,
+-- and with SKIP LOCKED a second run would pick the next rows (more than the limit).
+WITH picked AS MATERIALIZED (
+    SELECT id FROM executions WHERE status = 'queued'
+    ORDER BY created_at, id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
 UPDATE executions SET status = 'running', worker_id = %(worker_id)s, claimed_at = %(now)s
-WHERE id = (SELECT id FROM executions WHERE status = 'queued'
-            ORDER BY created_at, id LIMIT 1
-            FOR UPDATE SKIP LOCKED)
-  AND status = 'queued'
-RETURNING *;
+FROM picked
+WHERE executions.id = picked.id AND executions.status = 'queued'
+RETURNING executions.*;
 
 -- name: register_worker
 INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at)

@@ -263,9 +263,10 @@ WHERE execution_id = :id AND stdout_offset + stderr_offset <= :offset;
 SELECT 1 FROM executions WHERE status = 'queued' LIMIT 1;
 
 -- name: claim_next
+-- The oldest :limit queued executions, in one statement under the write lock.
 UPDATE executions SET status = 'running', worker_id = :worker_id, claimed_at = :now
-WHERE id = (SELECT id FROM executions WHERE status = 'queued'
-            ORDER BY created_at, id LIMIT 1)
+WHERE id IN (SELECT id FROM executions WHERE status = 'queued'
+             ORDER BY created_at, id LIMIT :limit)
 RETURNING *;
 
 -- name: register_worker
