@@ -6,11 +6,15 @@ chunk payloads as binary ``bytea`` and :meth:`PostgresStore.wait`.
 
 Connections come from a ``psycopg_pool.ConnectionPool`` in autocommit mode: a
 read is one round trip, a write is one explicit transaction. A pooled
-connection is checked before it is handed out, so one that died (server
-restart, ``pg_terminate_backend``, a network cut) is replaced instead of
-failing the next call. Every failure becomes a one-line :class:`StoreError`;
-the writer retries those, and its retries are safe because chunk inserts skip
-rows that already exist and totals are absolute values.
+connection idle for more than ``FRESH`` seconds is checked (one more round trip)
+before it is handed out, and a statement that finds its connection lost has
+every idle one checked at once, so connections that died (server restart,
+``pg_terminate_backend``, a network cut) are replaced instead of failing the
+next calls; a read that lost its connection is repeated once. Checking every
+connection at every use cost a third of the writer's time on a busy queue.
+Every failure becomes a one-line :class:`StoreError`; the writer retries those,
+and its retries are safe because chunk inserts skip rows that already exist
+and totals are absolute values.
 
 Changes are pushed: the statements that change what a follower sees call
 ``pg_notify('outspool', execution_id)``, and :meth:`PostgresStore.wait` is
@@ -28,6 +32,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +56,8 @@ CHANNEL = "outspool"
 POOL_MAX = 10
 #: Seconds to wait for a server that does not answer a new connection.
 CONNECT_TIMEOUT = 10
+#: A pooled connection used this recently is handed out without a check.
+FRESH = 1.0
 
 #: The listener keeps per-execution state for this many executions at least...
 WATCHES_KEPT = 256
@@ -115,6 +122,9 @@ class PostgresStore(SqlStore):
         self._pool: ConnectionPool | None = None
         self._listener: Listener | None = None
         self._lock = threading.Lock()
+        self._used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )  # when each pooled connection last worked
 
     def describe(self) -> str:
         return _mask(self.url)
@@ -152,7 +162,7 @@ class PostgresStore(SqlStore):
                     max_size=POOL_MAX,
                     kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                     configure=self._configure,
-                    check=ConnectionPool.check_connection,
+                    check=self._check,
                     timeout=max(1.0, self._timeout),
                     name=f"outspool {self.target.where}",
                     open=False,
@@ -160,12 +170,25 @@ class PostgresStore(SqlStore):
                 self._pool.open(wait=False)
             return self._pool
 
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check before handing ``conn`` out: skipped if it just worked."""
+        used = self._used.get(conn)
+        if used is None or time.monotonic() - used > FRESH:
+            ConnectionPool.check_connection(conn)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, noted as working if it is given back without an error."""
+        with self._get_pool().connection() as conn:
+            yield conn
+            self._used[conn] = time.monotonic()
+
     @contextlib.contextmanager
     def _statement(self, doing: str) -> Iterator[Cursor]:
         """A pooled connection in autocommit: one statement, one round trip."""
         with (
             self._errors(doing),
-            self._get_pool().connection() as conn,
+            self._connection() as conn,
             conn.cursor(row_factory=dict_row) as cur,
         ):
             yield cur
@@ -174,7 +197,7 @@ class PostgresStore(SqlStore):
     def _transaction(self, doing: str) -> Iterator[Cursor]:
         with (
             self._errors(doing),
-            self._get_pool().connection() as conn,
+            self._connection() as conn,
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cur,
         ):
@@ -191,10 +214,11 @@ class PostgresStore(SqlStore):
             except psycopg.OperationalError as exc:
                 if not _connection_lost(exc):
                     raise
+                self._check_idle()
             return self._fetch(name, params, binary)
 
     def _fetch(self, name: str, params: Params, binary: bool) -> list[Any]:
-        with self._get_pool().connection() as conn:
+        with self._connection() as conn:
             factory: Any = tuple_row if binary else dict_row
             with conn.cursor(row_factory=factory, binary=binary) as cur:
                 return cur.execute(self.sql[name], params).fetchall()
@@ -220,7 +244,17 @@ class PostgresStore(SqlStore):
                 f"no connection within {max(1.0, self._timeout):g} s"
             ) from None
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) and _connection_lost(exc):
+                self._check_idle()
             raise StoreError(self._explain(doing, exc)) from None
+
+    def _check_idle(self) -> None:
+        """A connection was lost: check every idle one, replacing those that died too."""
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(psycopg.Error, PoolTimeout):
+                pool.check()
 
     def _explain(self, doing: str, exc: psycopg.Error) -> str:
         text = _first_line(exc)
