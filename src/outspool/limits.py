@@ -14,6 +14,7 @@ they are all found and killed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import signal
@@ -177,15 +178,21 @@ class Cgroup:
                     time.sleep(0.001)
 
 
+@functools.cache
+def _parents() -> tuple[str | None, str | None, str | None]:
+    """Where this process's executions' cgroups go: the v2 parent, or v1's memory and pids
+    parents (looked up once per process: it reads /proc/self/cgroup several times)."""
+    return _v2_dir(), _v1_dir("memory"), _v1_dir("pids")
+
+
 def _knobs(name: str) -> list[_Knob] | None:
-    v2 = _v2_dir()
+    v2, memory, pids = _parents()
     if v2 is not None:
         d = os.path.join(v2, name)
         return [
             _Knob(d, "memory.max", "memory.events", "oom_kill", MEMORY),
             _Knob(d, "pids.max", "pids.events", "max", PROCESSES),
         ]
-    memory, pids = _v1_dir("memory"), _v1_dir("pids")
     if memory is None or pids is None or not os.access(memory, os.W_OK):
         return None
     return [
