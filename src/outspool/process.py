@@ -206,7 +206,8 @@ def check_program(program: str, env: Mapping[str, str], cwd: str | None) -> None
     if os.sep in program:
         candidates = [os.path.join(cwd or os.getcwd(), program)]
     else:
-        candidates = [os.path.join(d, program) for d in os.get_exec_path(dict(env))]
+        here = cwd or os.getcwd()  # a relative directory in PATH is the child's
+        candidates = [os.path.join(here, d, program) for d in os.get_exec_path(dict(env))]
     found = [c for c in candidates if os.path.isfile(c)]
     if not found:
         if any(os.path.isdir(c) for c in candidates):

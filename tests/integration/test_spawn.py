@@ -115,3 +115,15 @@ def test_a_program_dies_with_its_capturing_process(tmp_path: Path, spawn_cli: Sp
     run.send_signal(signal.SIGKILL)
     run.wait(30)
     wait_until(lambda: not alive(pid), message=f"program {pid} killed with its parent")
+
+
+def test_a_signal_this_process_ignores_is_at_its_default_in_the_program() -> None:
+    """An ignored signal stays ignored across exec, so such a start takes the Python way,
+    which resets it."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        child = spawn(["grep", "SigIgn", "/proc/self/status"], env={"PATH": os.defpath})
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    ignored = int(output(child).split()[1], 16)
+    assert ignored & (1 << (signal.SIGHUP - 1)) == 0
