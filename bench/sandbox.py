@@ -7,6 +7,8 @@ process, runs interleaved, and reported as a ratio:
 - jobs/s: a library ``Worker`` (concurrency 2, burst) runs N queued ``true`` jobs;
 - start-up per job: median wall time of ``Outspool.run(["true"])`` one after another
   (create the record, spawn, capture, record the end), the sandbox's minus none's;
+- the floor: ``bwrap`` with the same command line started alone (``subprocess``, no
+  store, no capture) against ``true`` alone: what the sandbox itself costs;
 - capture MB/s: ``Outspool.run`` of the system ``python3`` writing M MiB of base64 text in
   64 KiB writes, stored byte for byte (checked).
 """
@@ -17,6 +19,7 @@ import argparse
 import hashlib
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +29,8 @@ from typing import TypeVar
 from bench.common import Row, fresh_dir
 from outspool import Outspool, Settings
 from outspool.jobs import Job
+from outspool.process import ChildSetup
+from outspool.sandbox import Sandbox, sandbox_user
 from outspool.worker import Worker
 
 T = TypeVar("T")
@@ -89,6 +94,22 @@ def startup_seconds(mode: str, db: Path, runs: int) -> tuple[float, float]:
     return statistics.median(walls), (_children_cpu() - cpu) / runs
 
 
+def floor_seconds(mode: str, runs: int) -> tuple[float, float]:
+    """Median wall time of starting ``true`` alone, or in the sandbox exactly as a worker
+    starts it (as ``nobody`` when root, through the same helper), and its mean CPU."""
+    argv = ["true"]
+    if mode == "bwrap":
+        user = ChildSetup(user=sandbox_user(), die_with_parent=False).helpers() or []
+        argv = [*user, *Sandbox().wrap(["true"])]
+    walls = []
+    cpu = _children_cpu()
+    for _ in range(runs):
+        began = time.perf_counter()
+        subprocess.run(argv, check=True)
+        walls.append(time.perf_counter() - began)
+    return statistics.median(walls), (_children_cpu() - cpu) / runs
+
+
 def capture_mb_s(mode: str, db: Path, nbytes: int) -> float:
     with Outspool(str(db), _settings(mode)) as spool:
         began = time.perf_counter()
@@ -119,6 +140,9 @@ def run(jobs: int = 200, mib: int = 64, rounds: int = 3) -> list[Row]:
     both = _interleaved(lambda m, db: startup_seconds(m, db, 30), rounds)
     start = _median({m: [w for w, _ in v] for m, v in both.items()})
     cpu = _median({m: [c for _, c in v] for m, v in both.items()})
+    floors = _interleaved(lambda m, db: floor_seconds(m, 30), rounds)
+    floor = _median({m: [w for w, _ in v] for m, v in floors.items()})
+    floor_cpu = _median({m: [c for _, c in v] for m, v in floors.items()})
     mb_s = _median(_interleaved(lambda m, db: capture_mb_s(m, db, mib << 20), rounds))
     rows = []
     for mode in MODES:
@@ -126,15 +150,20 @@ def run(jobs: int = 200, mib: int = 64, rounds: int = 3) -> list[Row]:
             "jobs_per_s": rate[mode],
             "startup_ms": start[mode] * 1000,
             "startup_cpu_ms": cpu[mode] * 1000,
+            "floor_ms": floor[mode] * 1000,
+            "floor_cpu_ms": floor_cpu[mode] * 1000,
             "capture_mb_s": mb_s[mode],
         }
         rows.append(Row(contender=f"sandbox={mode}", runs=rounds, mb_s=mb_s[mode], extra=extra))
     added = (start["bwrap"] - start["none"]) * 1000
     added_cpu = (cpu["bwrap"] - cpu["none"]) * 1000
     rows[1].extra.update(startup_added_ms=added, startup_added_cpu_ms=added_cpu)
+    floor_added = (floor["bwrap"] - floor["none"]) * 1000
+    floor_added_cpu = (floor_cpu["bwrap"] - floor_cpu["none"]) * 1000
     rows[1].note = (
         f"jobs/s x{rate['bwrap'] / rate['none']:.2f} of none; start-up +{added:.1f} ms wall,"
-        f" +{added_cpu:.1f} ms CPU per job; capture x{mb_s['bwrap'] / mb_s['none']:.2f} of none"
+        f" +{added_cpu:.1f} ms CPU per job (bwrap alone: +{floor_added:.1f} ms wall,"
+        f" +{floor_added_cpu:.1f} ms CPU); capture x{mb_s['bwrap'] / mb_s['none']:.2f} of none"
     )
     return rows
 
@@ -142,8 +171,8 @@ def run(jobs: int = 200, mib: int = 64, rounds: int = 3) -> list[Row]:
 def table(rows: list[Row]) -> str:
     lines = [
         "| mode | jobs/s (2 slots) | run of `true`: wall ms | CPU ms | added wall ms"
-        " | added CPU ms | capture MB/s | notes |",
-        "|---|---|---|---|---|---|---|---|",
+        " | added CPU ms | started alone: wall ms | CPU ms | capture MB/s | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         e = r.extra
@@ -151,7 +180,8 @@ def table(rows: list[Row]) -> str:
         shown = " | ".join("-" if a is None else f"{a:.1f}" for a in added)
         lines.append(
             f"| {r.contender} | {e['jobs_per_s']:.0f} | {e['startup_ms']:.1f}"
-            f" | {e['startup_cpu_ms']:.1f} | {shown} | {e['capture_mb_s']:.0f} | {r.note} |"
+            f" | {e['startup_cpu_ms']:.1f} | {shown} | {e['floor_ms']:.1f}"
+            f" | {e['floor_cpu_ms']:.1f} | {e['capture_mb_s']:.0f} | {r.note} |"
         )
     return "\n".join(lines)
 
