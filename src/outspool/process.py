@@ -174,7 +174,20 @@ class ChildSetup:
 
 @cache
 def _helpers() -> dict[str, str | None]:
-    return {name: shutil.which(name, path=os.defpath) for name in ("sh", "prlimit", "setpriv")}
+    found = {name: shutil.which(name, path=os.defpath) for name in ("sh", "prlimit", "setpriv")}
+    setpriv = found["setpriv"]
+    if setpriv is not None and not _knows(setpriv, b"--pdeathsig"):
+        found["setpriv"] = None  # util-linux before 2.33: the Python way
+    return found
+
+
+def _knows(program: str, option: bytes) -> bool:
+    """Whether ``program --help`` lists ``option`` (asked once per process)."""
+    try:
+        done = subprocess.run([program, "--help"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return option in done.stdout
 
 
 def _signals_ignored() -> bool:
