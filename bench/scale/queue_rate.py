@@ -3,9 +3,10 @@
 Per backend and worker count: a fresh store, J jobs submitted through the library
 (``sh -c 'echo $OUTSPOOL_EXECUTION_ID'``), then W ``outspool worker --burst
 --concurrency 4`` started together. Jobs/s = J / (wall from starting the workers until
-the last one exited, their start-up included). CPU per job = the workers' CPU and
-their programs' (each worker's ``wait4`` rusage) / J: what a job costs whatever else
-the machine runs, where jobs/s on a shared machine also says how much CPU was left.
+the last one exited, their start-up included). CPU per job = the workers' CPU (start-up
+included) and their programs' (each worker's ``wait4`` rusage) / J: what a job costs
+whatever else the machine runs, where jobs/s on a shared machine also says how much CPU
+was left.
 Exactly once: every job ended ``succeeded`` and its stored output is its own ID once
 (a second run would add a line).
 
