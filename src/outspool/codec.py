@@ -14,12 +14,12 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import zstandard
 
-from outspool import linetimes
-from outspool.errors import StoreError
+from outspool import checksum, linetimes
+from outspool.errors import DamagedError, StoreError
 from outspool.models import Chunk, Stream
 
 RAW = "raw"
@@ -44,8 +44,13 @@ class ChunkRecord:
     stdout: bytes | None
     stderr: bytes | None
     line_times: bytes | None = None  #: when each read arrived (outspool.linetimes)
+    #: CRC-32 over the blobs and every field above (outspool.checksum); None: not sealed.
+    checksum: int | None = None
     #: Holds only the sliding tail of a stream past its limit: deleted whole as it slides.
     trimmable: bool = False
+    #: The CRC-32 of the stored blobs as the encoder computed it (a segment file keeps it,
+    #: so they are hashed once); never read back from a row.
+    blob_crc: int | None = None
 
 
 class Encoder:
@@ -85,7 +90,7 @@ class Encoder:
             small_err = self._zstd.compress(err) if err else b""
             if len(small_out) + len(small_err) < len(out) + len(err):
                 codec, out_blob, err_blob = ZSTD, small_out, small_err
-        return ChunkRecord(
+        record = ChunkRecord(
             execution_id=execution_id,
             chunk_index=chunk_index,
             stdout_offset=offsets[0],
@@ -100,6 +105,8 @@ class Encoder:
             line_times=line_times,
             trimmable=trimmable,
         )
+        crc = checksum.blobs(record.stdout, record.stderr)
+        return replace(record, checksum=checksum.seal(record, crc), blob_crc=crc)
 
 
 _local = threading.local()
@@ -113,11 +120,11 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def decode(record: ChunkRecord) -> Chunk:
-    """The chunk's exact bytes, whatever its codec; a damaged chunk raises StoreError."""
+    """The chunk's exact bytes, whatever its codec; a damaged chunk raises DamagedError."""
     out = _decode_blob(record, record.stdout, record.stdout_size)
     err = _decode_blob(record, record.stderr, record.stderr_size)
     if record.runs is not None:
-        runs = _decode_runs(record.runs)
+        runs = _decode_runs(record, len(out), len(err))
     elif out:
         runs = ((Stream.STDOUT, len(out)),)
     elif err:
@@ -144,21 +151,21 @@ def _times(record: ChunkRecord) -> tuple[linetimes.Group, ...]:
         total = record.stdout_size + record.stderr_size
         return linetimes.decode(base, record.line_times, total)
     except StoreError as exc:
-        raise StoreError(f"chunk {record.chunk_index} of {record.execution_id}: {exc}") from None
+        raise DamagedError(f"chunk {record.chunk_index} of {record.execution_id}: {exc}") from None
 
 
 def _decode_blob(record: ChunkRecord, blob: bytes | None, size: int) -> bytes:
     if not size:
         return b""
     if blob is None:
-        raise StoreError(f"chunk {record.chunk_index} of {record.execution_id} lost its data")
+        raise DamagedError(f"chunk {record.chunk_index} of {record.execution_id} lost its data")
     if record.codec == RAW:
         data = bytes(blob)
     elif record.codec == ZSTD:
         try:
             data = _decompressor().decompress(blob, max_output_size=size)
         except zstandard.ZstdError as exc:
-            raise StoreError(
+            raise DamagedError(
                 f"chunk {record.chunk_index} of {record.execution_id} is damaged: {exc}"
             ) from None
     else:
@@ -167,7 +174,7 @@ def _decode_blob(record: ChunkRecord, blob: bytes | None, size: int) -> bytes:
             f"{record.codec!r}, unknown to this version of outspool"
         )
     if len(data) != size:
-        raise StoreError(f"chunk {record.chunk_index} of {record.execution_id} has a wrong size")
+        raise DamagedError(f"chunk {record.chunk_index} of {record.execution_id} has a wrong size")
     return data
 
 
@@ -183,7 +190,21 @@ def _encode_runs(segments: Sequence[tuple[Stream, bytes]]) -> bytes:
     return b"".join(_RUN.pack(n) for n in runs)
 
 
-def _decode_runs(blob: bytes) -> tuple[tuple[Stream, int], ...]:
-    return tuple(
-        (Stream.STDOUT, n) if n > 0 else (Stream.STDERR, -n) for (n,) in _RUN.iter_unpack(blob)
-    )
+def _decode_runs(record: ChunkRecord, out: int, err: int) -> tuple[tuple[Stream, int], ...]:
+    """The runs map, checked: non-zero lengths adding up to each stream's size."""
+    blob = record.runs or b""
+    try:
+        runs = [n for (n,) in _RUN.iter_unpack(blob)]
+    except struct.error:
+        runs = []
+    if (
+        not runs
+        or 0 in runs
+        or sum(n for n in runs if n > 0) != out
+        or -sum(n for n in runs if n < 0) != err
+    ):
+        raise DamagedError(
+            f"chunk {record.chunk_index} of {record.execution_id} is damaged "
+            "(its runs map does not match its sizes)"
+        )
+    return tuple((Stream.STDOUT, n) if n > 0 else (Stream.STDERR, -n) for n in runs)

@@ -19,6 +19,10 @@ class StoreError(OutspoolError):
     """The database cannot be opened, read or written."""
 
 
+class DamagedError(StoreError):
+    """Stored output failed its checksum or does not decode: reported, never returned."""
+
+
 class SchemaTooNewError(StoreError):
     """The database was written by a newer outspool than this one."""
 

@@ -28,7 +28,7 @@ from functools import partial
 
 from outspool.buffer import FlushPolicy, OutputBuffer
 from outspool.codec import Encoder, decode
-from outspool.errors import OutspoolError, StoreError
+from outspool.errors import DamagedError, OutspoolError, StoreError
 from outspool.linetimes import base_ms
 from outspool.models import Chunk, Outcome, Stream
 from outspool.progress import Monitor, Progress, compile_patterns
@@ -355,8 +355,12 @@ class Writer:
             if found is None:
                 continue
             index, start, cut = found
-            (record,) = self.store.chunks_after(sink.execution_id, index - 1, 1)
-            chunk = decode(record)
+            try:
+                (record,) = self.store.chunks_after(sink.execution_id, index - 1, 1)
+                chunk = decode(record)
+            except DamagedError as exc:  # left uncut: rewriting it would not mend it
+                log.error("%s", exc)
+                continue
             out, err = chunk.stdout_offset, chunk.stderr_offset
             offsets = (out + cut, err) if stream is Stream.STDOUT else (out, err + cut)
             reads, stamps = _reads_after(chunk, stream, cut)
@@ -398,12 +402,18 @@ class Writer:
             self._sinks.pop(sink.execution_id, None)
         sink.done.set()
 
-    def _read_back(self, execution_id: str) -> tuple[bytes, bytes]:
+    def _read_back(self, execution_id: str) -> tuple[bytes, bytes] | None:
+        """The whole output, for the inline copy; None if a chunk is damaged (retrying
+        would not mend it: the end is recorded without the copy, and readers say so)."""
         out, err = bytearray(), bytearray()
-        for record in self.store.chunks_after(execution_id, -1, 1 << 30):
-            chunk = decode(record)
-            out += chunk.stdout
-            err += chunk.stderr
+        try:
+            for record in self.store.chunks_after(execution_id, -1, 1 << 30):
+                chunk = decode(record)
+                out += chunk.stdout
+                err += chunk.stderr
+        except DamagedError as exc:
+            log.error("%s", exc)
+            return None
         return bytes(out), bytes(err)
 
     def _retry(self, doing: str, action: Callable[[], None]) -> None:

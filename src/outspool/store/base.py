@@ -17,7 +17,9 @@ from outspool.models import Execution, Outcome, Status, Stream
 from outspool.progress import Progress
 
 #: The storage format version this code writes. Older databases are upgraded on open.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
+#: The format whose migration added chunk checksums: older rows are sealed after it.
+CHECKSUMS = 8
 
 
 #: The key :meth:`Store.wait` is woken on when an execution is queued (never an ID).

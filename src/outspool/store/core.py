@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
+from outspool.checksum import DAMAGED_ROW, seal, verify
 from outspool.codec import ChunkRecord
 from outspool.errors import NotFoundError, SchemaTooNewError, StoreError, ambiguous
 from outspool.jobs import Job
@@ -25,6 +27,7 @@ from outspool.labels import as_filter
 from outspool.models import Execution, Outcome, Status, Stream
 from outspool.store import queries
 from outspool.store.base import (
+    CHECKSUMS,
     SCHEMA_VERSION,
     Finished,
     LostExecution,
@@ -33,6 +36,10 @@ from outspool.store.base import (
 )
 
 Params = Mapping[str, Any]
+#: Chunk rows sealed per statement while migrating (each up to ``max_chunk_size`` of blobs).
+SEAL_PAGE = 64
+#: A chunk as read, and the CRC its blobs were already checked against (None: not yet).
+Checked = tuple[ChunkRecord, int | None]
 
 
 class Cursor(Protocol):
@@ -88,8 +95,9 @@ class SqlStore(abc.ABC):
         """All rows of the read query ``name``, addressable by column name."""
 
     @abc.abstractmethod
-    def _chunks(self, name: str, params: Params) -> list[ChunkRecord]:
-        """Chunk records of the read query ``name``, their payloads fetched."""
+    def _chunks(self, name: str, params: Params) -> list[Checked]:
+        """Chunk records of the read query ``name``, their payloads fetched, each with the
+        CRC its blobs were already checked against (None: not yet), for :func:`verify`."""
 
     @abc.abstractmethod
     def _schema_cursor(self, create: bool) -> contextlib.AbstractContextManager[Cursor]:
@@ -166,8 +174,29 @@ class SqlStore(abc.ABC):
         for step in range(version + 1, SCHEMA_VERSION + 1):
             for statement in statements(self.sql[f"migrate_{step}"]):
                 cur.execute(statement)
+        if version < CHECKSUMS:
+            self._seal_chunks(cur)
         for statement in statements(self.sql["set_schema_version"]):
             cur.execute(statement, {"version": SCHEMA_VERSION})
+
+    def _seal_chunks(self, cur: Cursor) -> None:
+        """Give every chunk row of an older format its checksum, a page at a time (in the
+        migration's transaction). Blobs in segment files are not read: their ``blob_crc``
+        stands for them. A row whose columns cannot be hashed keeps none, and reads as
+        damaged."""
+        after: dict[str, Any] = {"execution_id": "", "chunk_index": -1, "limit": SEAL_PAGE}
+        while rows := self._query(cur, "unsealed_chunks", after):
+            sealed = [
+                {"execution_id": r["execution_id"], "chunk_index": r["chunk_index"], "sum": s}
+                for r in rows
+                if (s := _seal_row(r)) is not None
+            ]
+            if sealed:
+                cur.executemany(self.sql["seal_chunk"], sealed)
+            after |= {
+                "execution_id": rows[-1]["execution_id"],
+                "chunk_index": rows[-1]["chunk_index"],
+            }
 
     # --- executions --------------------------------------------------------------------
 
@@ -308,11 +337,12 @@ class SqlStore(abc.ABC):
     # --- output ------------------------------------------------------------------------
 
     def chunks_after(self, execution_id: str, after: int, limit: int) -> list[ChunkRecord]:
-        return self._chunks("chunks_after", {"id": execution_id, "after": after, "limit": limit})
+        params = {"id": execution_id, "after": after, "limit": limit}
+        return [verify(r, crc) for r, crc in self._chunks("chunks_after", params)]
 
     def chunks_before(self, execution_id: str, before: int, limit: int) -> list[ChunkRecord]:
         params = {"id": execution_id, "before": before, "limit": limit}
-        return self._chunks("chunks_before", params)
+        return [verify(r, crc) for r, crc in self._chunks("chunks_before", params)]
 
     def chunk_containing(self, execution_id: str, stream: Stream | None, offset: int) -> int | None:
         name = "chunk_containing_" + (stream.name.lower() if stream else "all")
@@ -452,7 +482,21 @@ def chunk_row(c: ChunkRecord) -> dict[str, Any]:
         "stdout": c.stdout,
         "stderr": c.stderr,
         "line_times": c.line_times,
+        "checksum": c.checksum,
     }
+
+
+def _seal_row(row: Any) -> int | None:
+    """The checksum of an unsealed chunk row (``unsealed_chunks``); None if it is damaged."""
+    fields = [f.name for f in dataclasses.fields(ChunkRecord)][:12]
+    record = ChunkRecord(*(row[name] for name in fields))
+    try:
+        if row["blob_crc"] is None:
+            return seal(record)
+        lengths = (int(row["blob_stdout_length"]), int(row["blob_stderr_length"]))
+        return seal(record, int(row["blob_crc"]), lengths)
+    except DAMAGED_ROW:
+        return None
 
 
 def statements(script: str) -> list[str]:

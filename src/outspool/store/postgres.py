@@ -48,7 +48,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from outspool.codec import ChunkRecord
 from outspool.errors import StoreError
 from outspool.settings import Settings
-from outspool.store.core import Cursor, Params, SqlStore
+from outspool.store.core import Checked, Cursor, Params, SqlStore
 
 #: The NOTIFY channel the queries in postgres.sql send on; the payload is an execution ID.
 CHANNEL = "outspool"
@@ -310,9 +310,9 @@ class PostgresStore(SqlStore):
     def _finishing(self, execution_id: str) -> None:
         """Nothing to release: every chunk is a row."""
 
-    def _chunks(self, name: str, params: Params) -> list[ChunkRecord]:
+    def _chunks(self, name: str, params: Params) -> list[Checked]:
         """Chunk rows, fetched in binary so blobs arrive as they are stored."""
-        return [ChunkRecord(*r) for r in self._read(name, params, binary=True)]
+        return [(ChunkRecord(*r), None) for r in self._read(name, params, binary=True)]
 
     # --- changes -----------------------------------------------------------------
 

@@ -35,7 +35,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from outspool.errors import StoreError
+from outspool.errors import DamagedError, StoreError
 
 #: Chunks whose encoded blobs reach this many bytes go to segment files.
 THRESHOLD = 64 * 1024
@@ -68,8 +68,11 @@ class Segments:
             raise StoreError(f"execution ID {execution_id!r} cannot name a segment file")
         return self.folder / f"{execution_id}.seg"
 
-    def append(self, execution_id: str, stdout: bytes, stderr: bytes) -> Placement:
-        """Write both blobs at the end of the execution's segment file."""
+    def append(
+        self, execution_id: str, stdout: bytes, stderr: bytes, crc: int | None = None
+    ) -> Placement:
+        """Write both blobs at the end of the execution's segment file (``crc``: theirs,
+        if known)."""
         try:
             with self._lock:
                 fd = self._files.get(execution_id)
@@ -81,11 +84,10 @@ class Segments:
                 _write_all(fd, stdout + stderr if stderr else stdout)
         except OSError as exc:
             raise StoreError(f"cannot write to {self.folder}: {exc.strerror or exc}") from None
-        crc = zlib.crc32(stderr, zlib.crc32(stdout))
-        return Placement(offset, len(stdout), len(stderr), crc)
+        return Placement(offset, len(stdout), len(stderr), _crc(stdout, stderr, crc))
 
     def write_own(
-        self, execution_id: str, tag: str, stdout: bytes, stderr: bytes
+        self, execution_id: str, tag: str, stdout: bytes, stderr: bytes, crc: int | None = None
     ) -> tuple[str, Placement]:
         """Write one trimmable chunk's blobs to a file of their own: its name, and where."""
         path = self.path(execution_id).with_suffix(f".{tag}.seg")
@@ -101,8 +103,7 @@ class Segments:
             raise StoreError(f"cannot write to {self.folder}: {exc.strerror or exc}") from None
         with self._lock:
             self._own.setdefault(execution_id, set()).add(path)
-        crc = zlib.crc32(stderr, zlib.crc32(stdout))
-        return path.name, Placement(0, len(stdout), len(stderr), crc)
+        return path.name, Placement(0, len(stdout), len(stderr), _crc(stdout, stderr, crc))
 
     def remove(self, execution_id: str, names: list[str]) -> None:
         """Delete files of trimmed chunks (after the rows are gone)."""
@@ -142,33 +143,38 @@ class Segments:
         self.remove(execution_id, names)
 
     def read(
-        self, execution_id: str, where: Placement, name: str | None = None
+        self, execution_id: str, chunk: int, where: Placement, name: str | None = None
     ) -> tuple[bytes, bytes] | None:
-        """Both blobs of one chunk (in ``name`` if it has its own file), CRC-checked.
+        """Both blobs of chunk ``chunk`` (in ``name`` if it has its own file), CRC-checked.
 
         None when the chunk had a file of its own and it is gone: the chunk was
         trimmed (a tail window slid) after its row was read.
         """
         total = where.stdout_length + where.stderr_length
         path = self.path(execution_id) if name is None else self.folder / name
+        damaged = f"chunk {chunk} of {execution_id} is damaged: its bytes in {self.folder}"
         try:
             if "/" in path.name:
                 raise FileNotFoundError(path.name)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
+                if min(where.offset, where.stdout_length, where.stderr_length) < 0 or (
+                    where.offset + total > os.fstat(fd).st_size
+                ):
+                    raise DamagedError(f"{damaged} are cut short or misplaced")
                 data = os.pread(fd, total, where.offset)
             finally:
                 os.close(fd)
         except FileNotFoundError:
             if name is not None:
                 return None
-            raise StoreError(f"output of {execution_id} is missing from {self.folder}") from None
+            raise DamagedError(f"{damaged} are missing") from None
         except OSError as exc:
             raise StoreError(
-                f"output of {execution_id} is missing from {self.folder}: {exc.strerror or exc}"
+                f"cannot read the output of {execution_id} in {self.folder}: {exc.strerror or exc}"
             ) from None
         if len(data) != total or zlib.crc32(data) != where.crc:
-            raise StoreError(f"output of {execution_id} in {self.folder} is damaged (bad checksum)")
+            raise DamagedError(f"{damaged} fail their checksum")
         return data[: where.stdout_length], data[where.stdout_length :]
 
     def sync(self) -> None:
@@ -197,6 +203,11 @@ class Segments:
         for execution_id in list(self._files):
             self.release(execution_id)
         self.sync()
+
+
+def _crc(stdout: bytes, stderr: bytes, known: int | None) -> int:
+    """The CRC-32 of both blobs (outspool.checksum.blobs), unless the encoder knew it."""
+    return zlib.crc32(stderr, zlib.crc32(stdout)) if known is None else known
 
 
 def _write_all(fd: int, data: bytes) -> None:

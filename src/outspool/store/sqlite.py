@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from outspool.codec import ChunkRecord
-from outspool.errors import StoreError
+from outspool.errors import DamagedError, StoreError
 from outspool.models import Status
 from outspool.store import segments
-from outspool.store.core import Cursor, Params, SqlStore, chunk_row
+from outspool.store.core import Checked, Cursor, Params, SqlStore, chunk_row
 
 #: The columns of a chunk row that say where its blobs are in a segment file.
 _PLACEMENT = ("blob_offset", "blob_stdout_length", "blob_stderr_length", "blob_crc")
@@ -179,9 +179,11 @@ class SqliteStore(SqlStore):
             return params | dict.fromkeys(_PLACEMENT)
         if c.trimmable:  # a tail window's chunk: a file of its own, deleted with it
             tag = f"{c.chunk_index}-{c.stdout_offset}-{c.stderr_offset}"
-            params["blob_file"], where = self.segments.write_own(c.execution_id, tag, out, err)
+            params["blob_file"], where = self.segments.write_own(
+                c.execution_id, tag, out, err, c.blob_crc
+            )
         else:
-            where = self.segments.append(c.execution_id, out, err)
+            where = self.segments.append(c.execution_id, out, err, c.blob_crc)
         return params | {
             "stdout": None,
             "stderr": None,
@@ -191,22 +193,29 @@ class SqliteStore(SqlStore):
             "blob_crc": where.crc,
         }
 
-    def _chunks(self, name: str, params: Params) -> list[ChunkRecord]:
+    def _chunks(self, name: str, params: Params) -> list[Checked]:
         return [r for r in map(self._record, self._rows(name, params)) if r is not None]
 
-    def _record(self, row: sqlite3.Row) -> ChunkRecord | None:
-        """The chunk with its blobs; None if it was trimmed since the row was read."""
-        record = ChunkRecord(*tuple(row)[:12])
+    def _record(self, row: sqlite3.Row) -> Checked | None:
+        """The chunk with its blobs and, for a segment file's, the CRC they were checked
+        against; None if it was trimmed since the row was read."""
+        record = ChunkRecord(*tuple(row)[:13])
         if row["blob_offset"] is None:
-            return record
-        where = segments.Placement(*(row[k] for k in _PLACEMENT))
-        found = self.segments.read(record.execution_id, where, row["blob_file"])
+            return record, None
+        try:
+            where = segments.Placement(*(int(row[k]) for k in _PLACEMENT))
+        except (TypeError, ValueError):
+            raise DamagedError(
+                f"chunk {record.chunk_index} of {record.execution_id} is damaged "
+                "(its segment placement is not a number)"
+            ) from None
+        found = self.segments.read(record.execution_id, record.chunk_index, where, row["blob_file"])
         if found is None:  # trimmed since the row was read, or cut at the end: look again
             return self._record_again(record, row["blob_file"])
         out, err = found
-        return replace(record, stdout=out or None, stderr=err or None)
+        return replace(record, stdout=out or None, stderr=err or None), where.crc
 
-    def _record_again(self, record: ChunkRecord, vanished: str) -> ChunkRecord | None:
+    def _record_again(self, record: ChunkRecord, vanished: str) -> Checked | None:
         rows = self._rows("chunk_at", {"id": record.execution_id, "index": record.chunk_index})
         if not rows or rows[0]["blob_file"] == vanished:
             return None

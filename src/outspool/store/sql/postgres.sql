@@ -135,6 +135,12 @@ ALTER TABLE executions ADD COLUMN stdout_dropped bigint NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN stderr_dropped bigint NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN max_output bigint;
 
+-- name: migrate_8
+-- Every chunk row carries a CRC-32 over its blobs and every field a reader trusts
+-- (outspool/checksum.py), checked on every read. Rows of older formats get theirs
+-- computed right after this step, in the same transaction (SqlStore._seal_chunks).
+ALTER TABLE execution_output_chunks ADD COLUMN checksum bigint;
+
 -- name: insert_execution
 -- A queued execution wakes idle workers (payload 'queue', see store.base.QUEUE).
 WITH inserted AS (
@@ -166,10 +172,10 @@ SELECT pg_notify('outspool', id) FROM changed;
 -- dropped) inserts the same chunks again: they are identical, so keep the first.
 INSERT INTO execution_output_chunks (execution_id, chunk_index, stdout_offset, stdout_size,
                                      stderr_offset, stderr_size, codec, timestamp, runs,
-                                     stdout, stderr, line_times)
+                                     stdout, stderr, line_times, checksum)
 VALUES (%(execution_id)s, %(chunk_index)s, %(stdout_offset)s, %(stdout_size)s,
         %(stderr_offset)s, %(stderr_size)s, %(codec)s, %(timestamp)s, %(runs)s,
-        %(stdout)s, %(stderr)s, %(line_times)s)
+        %(stdout)s, %(stderr)s, %(line_times)s, %(checksum)s)
 ON CONFLICT (execution_id, chunk_index) DO NOTHING;
 
 -- name: delete_chunk
@@ -254,7 +260,7 @@ LIMIT %(limit)s;
 
 -- name: chunks_after
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr, line_times
+       codec, timestamp, runs, stdout, stderr, line_times, checksum
 FROM execution_output_chunks
 WHERE execution_id = %(id)s AND chunk_index > %(after)s
 ORDER BY chunk_index
@@ -262,7 +268,7 @@ LIMIT %(limit)s;
 
 -- name: chunks_before
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr, line_times
+       codec, timestamp, runs, stdout, stderr, line_times, checksum
 FROM execution_output_chunks
 WHERE execution_id = %(id)s AND chunk_index < %(before)s
 ORDER BY chunk_index DESC
@@ -271,9 +277,24 @@ LIMIT %(limit)s;
 -- name: chunk_at
 -- One chunk row again (SQLite readers use it when a trimmed chunk's file vanished).
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr, line_times
+       codec, timestamp, runs, stdout, stderr, line_times, checksum
 FROM execution_output_chunks
 WHERE execution_id = %(id)s AND chunk_index = %(index)s;
+
+-- name: unsealed_chunks
+-- Migrating to format 8: chunk rows without a checksum, a page at a time in key order.
+SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
+       codec, timestamp, runs, stdout, stderr, line_times, NULL::bigint AS blob_stdout_length,
+       NULL::bigint AS blob_stderr_length, NULL::bigint AS blob_crc
+FROM execution_output_chunks
+WHERE checksum IS NULL
+  AND (execution_id, chunk_index) > (%(execution_id)s, %(chunk_index)s)
+ORDER BY execution_id, chunk_index
+LIMIT %(limit)s;
+
+-- name: seal_chunk
+UPDATE execution_output_chunks SET checksum = %(sum)s
+WHERE execution_id = %(execution_id)s AND chunk_index = %(chunk_index)s;
 
 -- name: chunk_containing_stdout
 SELECT max(chunk_index) AS found FROM execution_output_chunks

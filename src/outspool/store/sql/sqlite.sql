@@ -129,6 +129,12 @@ ALTER TABLE executions ADD COLUMN stderr_dropped INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN max_output INTEGER;
 ALTER TABLE execution_output_chunks ADD COLUMN blob_file TEXT;
 
+-- name: migrate_8
+-- Every chunk row carries a CRC-32 over its blobs and every field a reader trusts
+-- (outspool/checksum.py), checked on every read. Rows of older formats get theirs
+-- computed right after this step, in the same transaction (SqlStore._seal_chunks).
+ALTER TABLE execution_output_chunks ADD COLUMN checksum INTEGER;
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                         created_at, worker_id, cpu_time, memory, max_processes, max_file_size,
@@ -149,10 +155,11 @@ WHERE id = :id;
 INSERT INTO execution_output_chunks (execution_id, chunk_index, stdout_offset, stdout_size,
                                      stderr_offset, stderr_size, codec, timestamp, runs,
                                      stdout, stderr, line_times, blob_offset,
-                                     blob_stdout_length, blob_stderr_length, blob_crc, blob_file)
+                                     blob_stdout_length, blob_stderr_length, blob_crc, blob_file,
+                                     checksum)
 VALUES (:execution_id, :chunk_index, :stdout_offset, :stdout_size, :stderr_offset,
         :stderr_size, :codec, :timestamp, :runs, :stdout, :stderr, :line_times, :blob_offset,
-        :blob_stdout_length, :blob_stderr_length, :blob_crc, :blob_file);
+        :blob_stdout_length, :blob_stderr_length, :blob_crc, :blob_file, :checksum);
 
 -- name: delete_chunk
 DELETE FROM execution_output_chunks WHERE execution_id = :execution_id AND chunk_index = :chunk_index
@@ -223,8 +230,8 @@ LIMIT :limit;
 
 -- name: chunks_after
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr, line_times, blob_offset, blob_stdout_length,
-       blob_stderr_length, blob_crc, blob_file
+       codec, timestamp, runs, stdout, stderr, line_times, checksum, blob_offset,
+       blob_stdout_length, blob_stderr_length, blob_crc, blob_file
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index > :after
 ORDER BY chunk_index
@@ -232,8 +239,8 @@ LIMIT :limit;
 
 -- name: chunks_before
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr, line_times, blob_offset, blob_stdout_length,
-       blob_stderr_length, blob_crc, blob_file
+       codec, timestamp, runs, stdout, stderr, line_times, checksum, blob_offset,
+       blob_stdout_length, blob_stderr_length, blob_crc, blob_file
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index < :before
 ORDER BY chunk_index DESC
@@ -242,10 +249,24 @@ LIMIT :limit;
 -- name: chunk_at
 -- One chunk row again: a reader whose chunk's own file vanished looks for its cut copy.
 SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
-       codec, timestamp, runs, stdout, stderr, line_times, blob_offset, blob_stdout_length,
-       blob_stderr_length, blob_crc, blob_file
+       codec, timestamp, runs, stdout, stderr, line_times, checksum, blob_offset,
+       blob_stdout_length, blob_stderr_length, blob_crc, blob_file
 FROM execution_output_chunks
 WHERE execution_id = :id AND chunk_index = :index;
+
+-- name: unsealed_chunks
+-- Migrating to format 8: chunk rows without a checksum, a page at a time in key order.
+SELECT execution_id, chunk_index, stdout_offset, stdout_size, stderr_offset, stderr_size,
+       codec, timestamp, runs, stdout, stderr, line_times, blob_stdout_length,
+       blob_stderr_length, blob_crc
+FROM execution_output_chunks
+WHERE checksum IS NULL AND (execution_id, chunk_index) > (:execution_id, :chunk_index)
+ORDER BY execution_id, chunk_index
+LIMIT :limit;
+
+-- name: seal_chunk
+UPDATE execution_output_chunks SET checksum = :sum
+WHERE execution_id = :execution_id AND chunk_index = :chunk_index;
 
 -- name: chunk_containing_stdout
 SELECT max(chunk_index) AS found FROM execution_output_chunks

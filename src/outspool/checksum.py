@@ -1,0 +1,82 @@
+"""The checksum every chunk row carries (format 8): what it covers, and checking it.
+
+A chunk's checksum is one CRC-32 over its stored blobs, stdout then stderr (as
+stored: compressed when the codec says so), continued over everything else a
+reader trusts: the execution ID, the chunk index, both streams' offsets and
+sizes, the stored blob lengths, the codec, the timestamp, the runs map and the
+line times. A blob, a runs map or line times that are absent are told apart
+from empty ones.
+
+Because the blobs come first, the CRC of the blobs alone is where the row's
+checksum starts: SQLite's segment files keep exactly that CRC (``blob_crc``,
+checked when the bytes are read back), so a chunk whose blobs live in a segment
+file is verified by continuing from its checked ``blob_crc`` over the row's
+fields, and its bytes are hashed once, not twice. A reader that finds a
+mismatch raises :class:`~outspool.errors.DamagedError` naming the execution and
+the chunk: damaged output is reported, never returned.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import TYPE_CHECKING
+
+from outspool.errors import DamagedError
+
+if TYPE_CHECKING:
+    from outspool.codec import ChunkRecord
+
+#: What computing a checksum raises when a column holds a value of the wrong type.
+DAMAGED_ROW = (TypeError, ValueError, struct.error, UnicodeError, OverflowError)
+#: chunk index, offsets and sizes, stored blob lengths, runs and line-times lengths
+#: (-1: absent), timestamp.
+_FIELDS = struct.Struct("<qqqqqqqqqd")
+
+
+def blobs(stdout: bytes | None, stderr: bytes | None) -> int:
+    """The CRC-32 of a chunk's stored blobs, stdout then stderr (SQLite's ``blob_crc``)."""
+    return zlib.crc32(stderr or b"", zlib.crc32(stdout or b""))
+
+
+def seal(
+    record: ChunkRecord, blob_crc: int | None = None, lengths: tuple[int, int] | None = None
+) -> int:
+    """The checksum of ``record``; ``blob_crc``: its blobs' CRC, when already known, and
+    ``lengths``: theirs, when the record does not hold them (a segment file's, unread)."""
+    out, err = record.stdout or b"", record.stderr or b""
+    crc = blobs(out, err) if blob_crc is None else blob_crc
+    out_length, err_length = (len(out), len(err)) if lengths is None else lengths
+    fields = _FIELDS.pack(
+        record.chunk_index,
+        record.stdout_offset,
+        record.stdout_size,
+        record.stderr_offset,
+        record.stderr_size,
+        out_length,
+        err_length,
+        -1 if record.runs is None else len(record.runs),
+        -1 if record.line_times is None else len(record.line_times),
+        record.timestamp,
+    )
+    crc = zlib.crc32(fields, crc)
+    crc = zlib.crc32(f"{record.execution_id}\0{record.codec}\0".encode(), crc)
+    crc = zlib.crc32(record.runs or b"", crc)
+    return zlib.crc32(record.line_times or b"", crc)
+
+
+def verify(record: ChunkRecord, blob_crc: int | None = None) -> ChunkRecord:
+    """``record`` if its checksum holds; DamagedError otherwise.
+
+    ``blob_crc``: the CRC its blobs were already checked against (a segment file's).
+    """
+    try:
+        good = record.checksum is not None and seal(record, blob_crc) == record.checksum
+    except DAMAGED_ROW:
+        good = False  # a column of the wrong type: the row itself is damaged
+    if not good:
+        raise DamagedError(
+            f"chunk {record.chunk_index} of {record.execution_id} is damaged "
+            "(its checksum does not match)"
+        )
+    return record
