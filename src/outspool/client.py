@@ -29,6 +29,7 @@ from outspool.follow import (
     Follower,
     Gap,
     Range,
+    check,
     iter_output,
     iter_pieces,
     read_all,
@@ -513,9 +514,18 @@ class Outspool:
         """The whole stored output of a stream (``None``: both, in arrival order)."""
         return read_all(self.store, self.get(execution_id).id, stream)
 
-    def iter_output(self, execution_id: str, stream: Stream | None = None) -> Iterator[bytes]:
-        """The stored output chunk by chunk, in order, holding one batch in memory."""
-        return iter_output(self.store, self.get(execution_id).id, stream)
+    def iter_output(
+        self, execution_id: str, stream: Stream | None = None, *, checked: int = 0
+    ) -> Iterator[bytes]:
+        """The stored output chunk by chunk, in order, holding one batch in memory.
+
+        ``checked``: first read and check this many bytes of it, so that damage there
+        raises DamagedError now, not midway through the iteration.
+        """
+        found = self.get(execution_id).id
+        if checked:
+            check(self.store, found, checked)
+        return iter_output(self.store, found, stream)
 
     def iter_pieces(self, execution_id: str, stream: Stream | None = None) -> Iterator[bytes | Gap]:
         """Like :meth:`iter_output`, with a :class:`~outspool.follow.Gap` where bytes were

@@ -172,6 +172,21 @@ def iter_output(store: Store, execution_id: str, stream: Stream | None) -> Itera
             yield piece
 
 
+def check(store: Store, execution_id: str, budget: int) -> bool:
+    """Read and check the stored chunks until ``budget`` bytes of output have been (a
+    DamagedError at the first damaged one), holding nothing; True if that was all of them.
+
+    A download calls it before it sends its headers, so damage found there becomes an
+    error response instead of a body cut short."""
+    seen = 0
+    for record in iter_chunks(store, execution_id):
+        decode(record)
+        seen += record.stdout_size + record.stderr_size
+        if seen >= budget:
+            return False
+    return True
+
+
 def iter_pieces(store: Store, execution_id: str, stream: Stream | None) -> Iterator[bytes | Gap]:
     """Like :func:`iter_output`, with a :class:`Gap` where bytes were not kept."""
     cursor = Cursor(stream)

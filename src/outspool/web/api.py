@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,10 +23,11 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.types import Send
 
 from outspool import labels
 from outspool.client import Outspool
-from outspool.errors import ConfigError, NotFoundError
+from outspool.errors import ConfigError, NotFoundError, OutspoolError
 from outspool.follow import Range
 from outspool.jobs import Job
 from outspool.models import Execution, Status, Stream
@@ -36,12 +38,14 @@ from outspool.web.streams import FeedError, Hub
 from outspool.when import parse_when, rfc3339_ms
 
 router = APIRouter(prefix="/api")
+log = logging.getLogger("outspool.web")
 
 StreamName = Literal["stdout", "stderr", "all"]
 STREAMS: dict[str, Stream | None] = {"stdout": Stream.STDOUT, "stderr": Stream.STDERR, "all": None}
 MAX_OFFSET = 1 << 62
 MAX_RANGE = 4 << 20
 EVENT_PIECE = 64 << 10  # output events carry at most this many bytes
+RAW_CHECKED = 8 << 20  # a download checks this much output before it sends its headers
 _REF = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")  # an ID, a prefix, or a name
 
 IdPath = Annotated[
@@ -218,12 +222,16 @@ def raw(request: Request, execution_id: IdPath, stream: StreamQuery = "all") -> 
     Past an output limit only the kept bytes (head, then tail) are sent; the
     ``X-Outspool-Stdout-Dropped`` and ``X-Outspool-Stderr-Dropped`` headers say
     how many bytes of each stream were not kept.
+
+    Damaged output (a chunk failing its checksum) within the first 8 MiB is a 500
+    JSON error, sent instead of the download; further on, the body ends incomplete
+    (no last chunk), so a client sees a failed transfer, never a short file.
     """
     spool = spool_of(request)
     ex = get_execution(spool, execution_id)
-    chunks: Iterator[bytes] = spool.iter_output(ex.id, STREAMS[stream])
+    chunks = spool.iter_output(ex.id, STREAMS[stream], checked=RAW_CHECKED)
     filename = f"{ex.id}.{stream}.log"
-    return StreamingResponse(
+    return Download(
         chunks,
         media_type="application/octet-stream",
         headers={
@@ -271,6 +279,21 @@ def search_output(
                 return {"matches": found, "truncated": True}
             found.append({"id": m.execution_id, "line": m.line, "text": m.text})
     return {"matches": found, "truncated": False}
+
+
+class Download(StreamingResponse):
+    """A streamed body that a store error ends incomplete (and logged), not cleanly: the
+    client's transfer fails instead of looking complete."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OutspoolError as exc:
+            log.error("a download ended early: %s", exc)
+            return  # no final chunk: the server closes the connection mid-body
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 # --- following -------------------------------------------------------------------------

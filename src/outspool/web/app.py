@@ -23,6 +23,7 @@ from outspool import __version__
 from outspool.client import Outspool
 from outspool.errors import (
     ConfigError,
+    DamagedError,
     InvalidStateError,
     NotFoundError,
     OutspoolError,
@@ -45,6 +46,7 @@ PAGE_POLICY = (
 STATUS_OF: list[tuple[type[OutspoolError], int]] = [
     (NotFoundError, 404),
     (InvalidStateError, 409),
+    (DamagedError, 500),  # stored output failed its checksum: not a passing outage
     (StoreError, 503),
     (ConfigError, 400),
     (SpawnError, 400),
