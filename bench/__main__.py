@@ -13,7 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from bench import bounded, concurrency, find, live, outspool_api, report, sandbox, sections
+from bench import (
+    bounded,
+    checksums,
+    concurrency,
+    find,
+    live,
+    outspool_api,
+    report,
+    sandbox,
+    sections,
+)
 from bench import contenders as c
 from bench.common import MIB, RESULTS, WORK, Row
 from bench.scale.common import Section
@@ -166,6 +176,7 @@ def _run_all(
     title = f"sandbox: {jobs} trivial jobs, runs of `true`, {mib} MiB captured, with and without"
     scenario("sandbox", title, partial(sandbox.run, jobs, mib, sizes.runs))
     _find_scenarios(sizes, scenario)
+    _checksum_scenarios(sizes, scenario)
     big = sizes.bulk[1]
     title = f"bounded: bulk {_size(big)} under --max-output {bounded.LIMIT} (issue 9)"
     scenario("bounded", title, partial(bounded.capture, big, sizes.runs))
@@ -199,6 +210,22 @@ def _find_scenarios(
     scenario("linetimes-encode", title, partial(find.encode_cost, "bulk", s.bulk[0], rounds * 3))
     title = f"grep: scan rate over {_size(s.bulk[0])} of stored log lines, in process"
     scenario("grep", title, partial(find.grep, s.bulk[0], rounds))
+
+
+def _checksum_scenarios(
+    s: Sizes, scenario: Callable[[str, str, Callable[[], list[Row]]], None]
+) -> None:
+    """Issue 14: what chunk checksums cost (bench/checksums.py)."""
+    rounds, size = max(3, s.runs), _size(s.bulk[0])
+    title = f"checksums: bulk capture ({size}), {rounds} alternating rounds, in process"
+    scenario("checksums-capture", title, partial(checksums.capture, "bulk", s.bulk[0], rounds))
+    title = f"checksums: writer CPU per {size} of bulk, encoding with and without"
+    run = partial(checksums.encode_cost, "bulk", s.bulk[0], rounds * 3)
+    scenario("checksums-encode", title, run)
+    title = f"checksums: CPU to read {size} of bulk back, verifying or not"
+    scenario("checksums-read", title, partial(checksums.read_cost, "bulk", s.bulk[0], rounds * 3))
+    title = f"checksums: opening a format-7 store of {size} of chunks (upgrade to format 8)"
+    scenario("checksums-upgrade", title, partial(checksums.upgrades, s.bulk[0]))
 
 
 def _trickle(count: int, skip: dict[str, str]) -> list[Row]:

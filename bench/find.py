@@ -19,7 +19,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from bench.common import MIB, Row, fresh_dir, producer
@@ -60,14 +60,26 @@ def _capture(kind: str, count: int, tag: str) -> dict[str, float]:
     return {"wall": wall, "cpu": cpu, "bytes": total, "stored": stored, "times": blobs}
 
 
+def alternating(
+    kind: str,
+    count: int,
+    runs: int,
+    names: tuple[str, str],
+    baseline: Callable[[], AbstractContextManager[None]],
+) -> list[Row]:
+    """Captures of the producer in rounds alternating between the shipped library (the
+    first name) and the same within ``baseline()`` (the second); medians of each figure."""
+    seen: dict[str, list[dict[str, float]]] = {names[0]: [], names[1]: []}
+    for _ in range(runs):
+        with baseline():
+            seen[names[1]].append(_capture(kind, count, "base"))
+        seen[names[0]].append(_capture(kind, count, "shipped"))
+    return [_capture_row(name, outcomes) for name, outcomes in seen.items()]
+
+
 def linetimes(kind: str, count: int, runs: int) -> list[Row]:
     """Alternating rounds with and without line times; medians of each figure."""
-    seen: dict[str, list[dict[str, float]]] = {SHIPPED: [], BASELINE: []}
-    for _ in range(runs):
-        with _without_line_times():
-            seen[BASELINE].append(_capture(kind, count, "base"))
-        seen[SHIPPED].append(_capture(kind, count, "times"))
-    rows = [_capture_row(name, outcomes) for name, outcomes in seen.items()]
+    rows = alternating(kind, count, runs, (SHIPPED, BASELINE), _without_line_times)
     base, ours = rows[1], rows[0]
     if base.wall_s and ours.wall_s and base.disk_per_byte and ours.disk_per_byte:
         ours.note = (
@@ -96,8 +108,17 @@ def encode_cost(kind: str, count: int, rounds: int) -> list[Row]:
                 stamps = [int(time.time() * 1000) for _ in piece] if stamped else None
                 encoder.encode("x", index, (0, 0), piece, 0.0, stamps=stamps)
             cpu[name].append(time.process_time() - began)
-    total = sum(len(d) for _, d in segments)
-    rows = [
+    rows = cpu_rows(cpu, sum(len(d) for _, d in segments), rounds)
+    if rows[1].cpu_s:
+        rows[
+            0
+        ].note = f"CPU {100 * ((rows[0].cpu_s or 0) / rows[1].cpu_s - 1):+.1f} % vs the baseline"
+    return rows
+
+
+def cpu_rows(cpu: dict[str, list[float]], total: int, rounds: int) -> list[Row]:
+    """One row per contender: the median CPU seconds of its rounds over ``total`` bytes."""
+    return [
         Row(
             contender=name,
             runs=rounds,
@@ -106,11 +127,6 @@ def encode_cost(kind: str, count: int, rounds: int) -> list[Row]:
         )
         for name, v in cpu.items()
     ]
-    if rows[1].cpu_s:
-        rows[
-            0
-        ].note = f"CPU {100 * ((rows[0].cpu_s or 0) / rows[1].cpu_s - 1):+.1f} % vs the baseline"
-    return rows
 
 
 def _capture_row(name: str, outcomes: list[dict[str, float]]) -> Row:
