@@ -1,9 +1,10 @@
 """Filling a store fast: finished executions inserted in bulk, in one transaction per batch.
 
 Builds what a store looks like after weeks of use without running a million programs:
-each row is a finished execution with one small chunk of output (and the same bytes
-inline, as a finished small execution has), 90 % succeeded, 8 % failed, 2 % cancelled,
-created 2.6 s apart over the 30 days before now, IDs made by outspool's own ``new_id``.
+each row is a finished execution with one small chunk of output, sealed with its
+checksum (and the same bytes inline, as a finished small execution has), 90 % succeeded,
+8 % failed, 2 % cancelled, created 2.6 s apart over the 30 days before now, IDs made by
+outspool's own ``new_id``.
 SQLite: ``executemany``; PostgreSQL: ``COPY`` (binary).
 """
 
@@ -16,6 +17,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from outspool import checksum
+from outspool.codec import ChunkRecord
 from outspool.jobs import new_id
 
 SPAN = 30 * 86400.0
@@ -28,7 +31,7 @@ EXEC_COLUMNS = (
 )  # fmt: skip
 CHUNK_COLUMNS = (
     "execution_id", "chunk_index", "stdout_offset", "stdout_size", "stderr_offset",
-    "stderr_size", "codec", "timestamp", "stdout",
+    "stderr_size", "codec", "timestamp", "stdout", "checksum",
 )  # fmt: skip
 COMMAND = json.dumps(["python3", "-c", "import sys; print('build step', sys.argv)"])
 
@@ -49,10 +52,11 @@ def rows(start: int, stop: int, t0: float) -> Iterator[tuple[tuple[Any, ...], tu
         eid = new_id(created)
         status, code = _status(i)
         out = f"step {i}: compiled {i % 97} modules, {i % 13} warnings\nok\n".encode()
+        chunk = ChunkRecord(eid, 0, 0, len(out), 0, 0, "raw", created + 0.4, None, out, None)
         yield (
             (eid, None, status, COMMAND, False, code, "bench-filler", created, created + 0.01,
              created + 0.5, created + 0.4, len(out), 1, out),
-            (eid, 0, 0, len(out), 0, 0, "raw", created + 0.4, out),
+            (eid, 0, 0, len(out), 0, 0, "raw", created + 0.4, out, checksum.seal(chunk)),
         )  # fmt: skip
 
 
