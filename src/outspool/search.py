@@ -1,14 +1,20 @@
 """Searching stored output line by line (``outspool grep``, ``GET /api/search``).
 
-The matcher streams: it decodes one chunk at a time, carries only the
-unfinished last line over to the next chunk, and runs the regular expression
-(Python syntax) over all the complete lines of a chunk at once, so its speed is
-the regex engine's, not a Python loop's. A line matches when the pattern
-matches within it (a match across a newline is checked again on its line
-alone). Line numbers count lines of the searched stream as ``outspool logs``
-prints it. With a time window, only lines read within it are reported; a chunk
-wholly inside or outside the window is decided at once, and only a chunk that
-straddles an edge is looked at line by line.
+A line matches when the regular expression (Python syntax) matches in it, as
+``rx.search(line)`` would, the line decoded as UTF-8 with replacement and without
+its newline. Line numbers count lines of the searched stream as ``outspool logs``
+prints it.
+
+The matcher streams: it decodes one chunk at a time and carries only the
+unfinished last line over to the next chunk. The complete lines of a chunk are
+first checked for the text the pattern requires (:mod:`outspool.patterns`) with
+``bytes.count``: a chunk without it is done at once, and when it is rare only the
+lines holding it go to the regex engine. Otherwise one search runs over all the
+lines at once, so the speed is the engine's, not a Python loop's; a pattern that
+could match differently there (lookarounds, ``\\A``, ...) is searched line by
+line. With a time window, only lines read within it are reported; a chunk wholly
+inside or outside the window is decided at once, and only a chunk that straddles
+an edge is looked at line by line.
 """
 
 from __future__ import annotations
@@ -16,16 +22,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from outspool.codec import decode
 from outspool.errors import ConfigError
 from outspool.follow import Cursor, iter_chunks
 from outspool.linetimes import Timeline
 from outspool.models import Chunk, Stream
+from outspool.patterns import Plan, plan
 from outspool.store.base import Store
 from outspool.when import ms_from
 
 MAX_PATTERN = 4096
+#: When the rarest required text is on more than one line in DENSE, one search over all
+#: the lines (for a line-safe pattern) beats searching those lines one by one.
+DENSE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,11 @@ def compile_pattern(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
         raise ConfigError(f"bad pattern {pattern!r}: {exc}") from None
 
 
+@lru_cache(maxsize=64)
+def _plan(rx: re.Pattern[str]) -> Plan:
+    return plan(rx)
+
+
 class Matcher:
     """Finds matching lines in the chunks of one execution, fed in order."""
 
@@ -83,6 +99,7 @@ class Matcher:
     ) -> None:
         self.execution_id = execution_id
         self._rx = rx
+        self._plan: Plan = _plan(rx)
         self._stream = stream
         self._window = window if window != Window() else None
         self._carry = b""
@@ -116,12 +133,10 @@ class Matcher:
 
     def _complete_lines(self, data: bytes, first: int, last: int) -> list[Match]:
         """Matches among the lines ``data`` completes: the carried line ending at ``first``,
-        then the lines between ``first`` and ``last``, decoded and searched without copies."""
-        head = (self._carry + data[:first]).decode("utf-8", "replace")
-        found = self._scan(head, self._lines)
+        then the lines between ``first`` and ``last``, searched in place."""
+        found = self._region(self._carry + data[:first], 0, None, self._lines + 1)
         if last > first:
-            body = str(memoryview(data)[first + 1 : last], "utf-8", "replace")
-            found += self._scan(body, self._lines + 1)
+            found += self._region(data, first + 1, last, self._lines + 2)
         return found
 
     def finish(self) -> list[Match]:
@@ -130,7 +145,7 @@ class Matcher:
             return []
         if self._window and not self._window.holds(self._carry_ms):
             return []
-        return self._scan(self._carry.decode("utf-8", "replace"), self._lines)
+        return self._region(self._carry, 0, None, self._lines + 1)
 
     def cut(self) -> list[Match]:
         """Bytes were not kept here (an output limit's gap): the unfinished line ends."""
@@ -145,9 +160,92 @@ class Matcher:
             self._carry_ms = timeline.at(at)[0]
         self._carry += data
 
+    def _region(self, data: bytes, lo: int, hi: int | None, number: int) -> list[Match]:
+        """The matching lines of ``data[lo:hi]`` (whole lines joined by newlines, the first
+        being line ``number``): none when it lacks the text the pattern requires, else only
+        the lines holding the rarest of it are searched, unless they are most lines and one
+        search over them all is exact (:mod:`outspool.patterns`)."""
+        hi = len(data) if hi is None else hi
+        rarest = self._rarest(data, lo, hi)
+        if rarest is not None:
+            hits, needles, hay = rarest
+            if not hits:
+                return []
+            if not self._plan.line_safe or hits * DENSE <= data.count(b"\n", lo, hi) + 1:
+                return self._candidates(data, hay, needles, (lo, hi), number)
+        if self._plan.line_safe:
+            return self._scan(str(memoryview(data)[lo:hi], "utf-8", "replace"), number - 1)
+        return self._each_line(data[lo:hi], number)
+
+    def _rarest(self, data: bytes, lo: int, hi: int) -> tuple[int, tuple[bytes, ...], bytes] | None:
+        """``(hits, needles, haystack)`` of the required text found least often in
+        ``data[lo:hi]`` (0 hits: no line can match), or None when there is none to look
+        for. The haystack is ``data`` or, for text matched regardless of case, its
+        ASCII-lowercased copy."""
+        best: tuple[int, tuple[bytes, ...], bytes] | None = None
+        ascii_only: bool | None = None
+        lowered: bytes | None = None
+        for required in self._plan.required:
+            needles = required.needles
+            if required.folded:
+                ascii_only = data.isascii() if ascii_only is None else ascii_only
+                needles = required.ascii_needles if ascii_only else needles
+            if not needles:
+                continue
+            hay = data
+            if required.folded:
+                lowered = data.lower() if lowered is None else lowered
+                hay = lowered
+            hits = sum(hay.count(needle, lo, hi) for needle in needles)
+            if best is None or hits < best[0]:
+                best = (hits, needles, hay)
+            if not hits:
+                break
+        return best
+
+    def _candidates(
+        self,
+        data: bytes,
+        hay: bytes,
+        needles: tuple[bytes, ...],
+        bounds: tuple[int, int],
+        number: int,
+    ) -> list[Match]:
+        """Matches among the lines of ``data`` within ``bounds`` that hold one of
+        ``needles`` in ``hay`` (``data`` or its lowercased copy), each searched alone."""
+        out: list[Match] = []
+        lo, hi = bounds
+        ahead = [hay.find(needle, lo, hi) for needle in needles]
+        counted, line, pos = lo, number, _earliest(ahead)
+        while pos >= 0:
+            start = max(lo, hay.rfind(b"\n", lo, pos) + 1)
+            end = hay.find(b"\n", pos, hi)
+            end = hi if end < 0 else end
+            text = data[start:end].decode("utf-8", "replace")
+            if self._rx.search(text) is not None:
+                line += hay.count(b"\n", counted, start)
+                counted = start
+                out.append(Match(self.execution_id, line, text))
+            for i, needle in enumerate(needles):
+                if 0 <= ahead[i] <= end:
+                    ahead[i] = hay.find(needle, end + 1, hi)
+            pos = _earliest(ahead)
+        return out
+
+    def _each_line(self, region: bytes, number: int) -> list[Match]:
+        """Every line searched on its own: for a pattern neither prefilter nor one joined
+        search can serve exactly."""
+        out: list[Match] = []
+        for line, raw in enumerate(region.split(b"\n"), number):
+            text = raw.decode("utf-8", "replace")
+            if self._rx.search(text) is not None:
+                out.append(Match(self.execution_id, line, text))
+        return out
+
     def _scan(self, text: str, before: int) -> list[Match]:
         """Every line of ``text`` (lines joined by newlines, the first being line
-        ``before + 1``) the pattern matches."""
+        ``before + 1``) the pattern matches, in one search over all of them: only for a
+        line-safe pattern, whose matches within a line are that line's own."""
         out: list[Match] = []
         rx, pos, counted, line = self._rx, 0, 0, before
         while pos <= len(text):
@@ -157,7 +255,7 @@ class Matcher:
             start = text.rfind("\n", 0, m.start()) + 1
             end = text.find("\n", m.start())
             end = len(text) if end < 0 else end
-            if m.end() > end and rx.search(text, start, end) is None:
+            if m.end() > end and rx.search(text[start:end]) is None:
                 pos = m.start() + 1  # matched across lines only: look further
                 continue
             line += text.count("\n", counted, start)
@@ -179,6 +277,11 @@ class Matcher:
             if self._rx.search(text) is not None:
                 out.append(Match(self.execution_id, number, text))
         return out
+
+
+def _earliest(positions: list[int]) -> int:
+    found = [p for p in positions if p >= 0]
+    return min(found) if found else -1
 
 
 def search(
