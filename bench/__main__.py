@@ -210,6 +210,8 @@ def _find_scenarios(
     scenario("linetimes-encode", title, partial(find.encode_cost, "bulk", s.bulk[0], rounds * 3))
     title = f"grep: scan rate over {_size(s.bulk[0])} of stored log lines, in process"
     scenario("grep", title, partial(find.grep, s.bulk[0], rounds))
+    title = f"logs --since/--until: a window of {s.lines:,} stored log lines, in process"
+    scenario("since", title, partial(find.since, s.lines, rounds))
 
 
 def _checksum_scenarios(

@@ -7,6 +7,9 @@ clock per read, which is one ``time.time()`` per read of up to ``read_size``. Re
 wall time and CPU of the capture, stored bytes per output byte, and the bytes the
 ``line_times`` blobs take. The goal: at most 5 % of bulk throughput and of stored bytes.
 
+``since``: ``logs --since``/``--until`` near either end of one stored execution of log
+lines, against reading every line and filtering (what it did before it skipped chunks).
+
 ``grep``: one stored execution of log lines, scanned by ``outspool.search`` with a
 literal that never matches, a case-insensitive regular expression whose fixed text is
 absent, one that matches two lines in seven, one with no fixed text at all (the regex
@@ -28,6 +31,7 @@ from bench.common import MIB, Row, fresh_dir, producer
 from outspool import Outspool, Settings
 from outspool.codec import ChunkRecord, Encoder
 from outspool.follow import iter_chunks, iter_output
+from outspool.lines import between, iter_lines
 from outspool.search import Window, compile_pattern, search
 
 SHIPPED = "outspool (line times, as shipped)"
@@ -211,3 +215,36 @@ def _scan_row(name: str, scan: Callable[[], int], total: int, runs: int) -> Row:
         if per_core
         else "",
     )
+
+
+def since(count: int, runs: int) -> list[Row]:
+    """``logs --since``/``--until`` on one stored execution of ``count`` log lines: the
+    lines of a window read from the chunks that can hold them, against reading every
+    line and filtering (the old way), both in this process."""
+    folder = fresh_dir("find-since")
+    with Outspool(str(folder / "t.db"), Settings.load()) as spool:
+        ex = spool.run(producer("lines", count))
+        store = spool.store
+        total = ex.stdout_size + ex.stderr_size
+        times = [line.ms for line in iter_lines(store, ex.id, None)]
+        late = times[len(times) * 99 // 100] / 1000
+        early = times[len(times) // 100] / 1000
+        scans: list[tuple[str, Callable[[], int]]] = [
+            (
+                "every line read, then filtered: --since at 99 % of the lines",
+                lambda: _count(between(iter_lines(store, ex.id, None), late, None)),
+            ),
+            (
+                "outspool: --since at 99 % of the lines",
+                lambda: _count(iter_lines(store, ex.id, None, late, None)),
+            ),
+            (
+                "every line read, then filtered: --until at 1 % of the lines",
+                lambda: _count(between(iter_lines(store, ex.id, None), None, early)),
+            ),
+            (
+                "outspool: --until at 1 % of the lines",
+                lambda: _count(iter_lines(store, ex.id, None, None, early)),
+            ),
+        ]
+        return [_scan_row(name, scan, total, runs) for name, scan in scans]

@@ -391,11 +391,16 @@ def _bytes_of(
 def _lines_of(
     sp: Outspool, execution_id: str, tail_lines: int | None, follow: bool, view: LineView
 ) -> None:
-    """Lines with their times (-t, --json, --since, --until)."""
-    offset = 0
+    """Lines with their times (-t, --json, --since, --until): reading starts at the chunk
+    where --since begins and ends once no line before --until can come."""
+    offset, mid_line = 0, False
     if tail_lines is not None:
         offset = sp.tail(execution_id, tail_lines, view.stream).offset
-    splitter = LineSplitter(view.stream, offset)
+    if view.since is not None:
+        start, inside = sp.since_start(execution_id, view.stream, view.since)
+        if start > offset:
+            offset, mid_line = start, inside
+    splitter = LineSplitter(view.stream, offset, mid_line)
     follower = sp.follow(execution_id, view.stream, offset)
     while not follower.done:
         chunks = follower.poll_chunks() if follow else follower.read_chunks()
@@ -403,6 +408,8 @@ def _lines_of(
             break
         for chunk in chunks:
             view.lines(splitter.feed(chunk))
+        if chunks and view.until is not None and splitter.ended_by(chunks[-1], view.until):
+            break
     last = splitter.finish()
     view.lines([last] if last else [])
 

@@ -41,7 +41,7 @@ from outspool.follow import to_thread as _to_thread
 from outspool.heartbeat import Heartbeat
 from outspool.isolation import Isolation
 from outspool.jobs import Command, Job, JobOptions, as_command, new_id
-from outspool.lines import Line, iter_lines, line_starts
+from outspool.lines import Line, iter_lines, line_starts, since_start
 from outspool.models import Execution, Status, Stream
 from outspool.pieces import PieceRange, line_boundary, read_pieces
 from outspool.prune import Pruned
@@ -478,9 +478,25 @@ class Outspool:
         ex = self.get(execution_id)
         return wait_for(self.store, ex.id, timeout, self.settings.heartbeat_timeout)
 
-    def lines(self, execution_id: str, stream: Stream | None = None) -> Iterator[Line]:
-        """Stored output as lines, each with the time it was read and its stream."""
-        return iter_lines(self.store, self.get(execution_id).id, stream)
+    def lines(
+        self,
+        execution_id: str,
+        stream: Stream | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Line]:
+        """Stored output as lines, each with the time it was read and its stream; with
+        ``since``/``until`` (epoch seconds), only those read in that window, and only the
+        chunks that can hold them are read."""
+        return iter_lines(self.store, self.get(execution_id).id, stream, since, until)
+
+    def since_start(
+        self, execution_id: str, stream: Stream | None, since: float
+    ) -> tuple[int, bool]:
+        """Where lines read at or after ``since`` can begin: ``(offset, mid_line)``, for a
+        :class:`~outspool.lines.LineSplitter` (earlier chunks need not be read)."""
+        return since_start(self.store, self.get(execution_id).id, stream, since)
 
     def line_starts(
         self, execution_id: str, stream: Stream | None, offset: int, data: bytes

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from outspool.codec import decode
-from outspool.follow import chunk_start, iter_chunks
-from outspool.linetimes import Timeline
+from outspool.follow import chunk_start, iter_chunks, read_range
+from outspool.linetimes import Timeline, base_ms
 from outspool.models import Chunk, Stream
 from outspool.store.base import Store
 from outspool.when import ms_from
@@ -39,12 +39,14 @@ class Line:
 
 
 class LineSplitter:
-    """Cuts chunks of one stream (None: merged) into lines, from byte ``offset`` on."""
+    """Cuts chunks of one stream (None: merged) into lines, from byte ``offset`` on;
+    ``mid_line``: that byte is inside a line, whose rest is skipped."""
 
-    def __init__(self, stream: Stream | None, offset: int = 0) -> None:
+    def __init__(self, stream: Stream | None, offset: int = 0, mid_line: bool = False) -> None:
         self.stream = stream
         self.offset = offset  # the next byte of the stream to take
         self.number = 0
+        self._skipping = mid_line
         self._partial = bytearray()
         self._partial_at: tuple[int, Stream] | None = None
 
@@ -65,6 +67,11 @@ class LineSplitter:
             out.append(Line(self.number, ms, stream, b"", True, start - self.offset))
         self.offset = start + len(data)
         pos = skip
+        if self._skipping:
+            end = data.find(b"\n", pos)
+            if end < 0:
+                return out
+            self._skipping, pos = False, end + 1
         while pos < len(data):
             if self._partial_at is None:
                 self._partial_at = timeline.at(pos)
@@ -80,6 +87,15 @@ class LineSplitter:
     def finish(self) -> Line | None:
         """The unfinished last line, if any."""
         return self._take(ended=False) if self._partial_at is not None else None
+
+    def ended_by(self, chunk: Chunk, until: float) -> bool:
+        """True when, after ``chunk``, no line read before ``until`` can still come: the
+        chunk was first read at or after it (later chunks were read later still) and no
+        line begun before it is unfinished."""
+        high = ms_from(until)
+        if base_ms(chunk) < high:
+            return False
+        return self._partial_at is None or self._partial_at[0] >= high
 
     def _take(self, ended: bool) -> Line:
         assert self._partial_at is not None
@@ -101,9 +117,56 @@ def split(chunks: Iterable[Chunk], stream: Stream | None, offset: int = 0) -> It
         yield last
 
 
-def iter_lines(store: Store, execution_id: str, stream: Stream | None) -> Iterator[Line]:
-    """Every stored line of an execution, in order."""
-    return split((decode(r) for r in iter_chunks(store, execution_id)), stream)
+def iter_lines(
+    store: Store,
+    execution_id: str,
+    stream: Stream | None,
+    since: float | None = None,
+    until: float | None = None,
+) -> Iterator[Line]:
+    """The stored lines of an execution read at or after ``since`` and before ``until``
+    (epoch seconds; None: open), in order, reading only the chunks that can hold them."""
+    offset, mid_line = (
+        (0, False) if since is None else since_start(store, execution_id, stream, since)
+    )
+    first = store.chunk_containing(execution_id, stream, offset) if offset else None
+    splitter = LineSplitter(stream, offset, mid_line)
+    for record in iter_chunks(store, execution_id, -1 if first is None else first - 1):
+        chunk = decode(record)
+        yield from between(splitter.feed(chunk), since, until)
+        if until is not None and splitter.ended_by(chunk, until):
+            return
+    last = splitter.finish()
+    if last is not None:
+        yield from between([last], since, until)
+
+
+def since_start(
+    store: Store, execution_id: str, stream: Stream | None, since: float
+) -> tuple[int, bool]:
+    """Where the lines read at or after ``since`` can begin: ``(offset, mid_line)``.
+
+    ``offset`` is where the last chunk first read before ``since`` starts in the stream:
+    every byte before it was read before ``since`` too, so reading can start there instead
+    of at the first chunk. ``mid_line`` is True when a line is unfinished at ``offset``:
+    it began earlier, so before ``since``, and is skipped (LineSplitter's ``mid_line``).
+    Output with a gap (an output limit dropped bytes) is read from its start: the gap's
+    marker and the line it cut end belong to the window as a full read finds them, and
+    the limit bounds what is kept."""
+    # chunk times are whole milliseconds: "before the millisecond ms_from(since)"
+    found = store.offsets_before(execution_id, (ms_from(since) - 0.5) / 1000)
+    if found is None:
+        return 0, False
+    ex = store.get(execution_id)  # read after the chunk: a gap before it is counted here
+    if ex.stdout_dropped or ex.stderr_dropped:
+        return 0, False
+    stdout_offset, stderr_offset = found
+    offset = stdout_offset + stderr_offset
+    if stream is not None:
+        offset = stdout_offset if stream is Stream.STDOUT else stderr_offset
+    if offset == 0:
+        return 0, False
+    return offset, read_range(store, execution_id, stream, offset - 1, 1).data != b"\n"
 
 
 def between(lines: Iterable[Line], since: float | None, until: float | None) -> Iterator[Line]:

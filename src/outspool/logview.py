@@ -44,6 +44,14 @@ class LineView:
         self._ended_line = True
 
     @property
+    def since(self) -> float | None:
+        return self._since
+
+    @property
+    def until(self) -> float | None:
+        return self._until
+
+    @property
     def by_line(self) -> bool:
         return self._timestamps or self._json or self._since is not None or self._until is not None
 

@@ -4,12 +4,15 @@ against the plain bytes: whatever the chunking, the answer is the same slice."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from outspool.codec import Encoder
 from outspool.follow import Follower, read_range, tail
 from outspool.jobs import Job
+from outspool.lines import iter_lines
 from outspool.models import Outcome, Status, Stream
 from outspool.store import OutputUpdate, Store, WriteBatch
 from tests.contract.test_store import raw_chunk
@@ -93,3 +96,71 @@ def test_ranges_and_following_match_the_plain_bytes(
     follower = Follower(store, execution_id, which, start)
     followed = b"".join(p for _, p in follower if isinstance(p, bytes))
     assert followed == data[start:]
+
+
+reads = st.lists(
+    st.tuples(
+        st.sampled_from([Stream.STDOUT, Stream.STDERR]),
+        st.sampled_from([b"a", b"bc", b"\n", b"d\n", b"e\nf", b"\ng\nh"]),
+        st.integers(0, 2),  # ms after the previous read
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def store_reads(store: Store, execution_id: str, chunks: list[list[Any]]) -> None:
+    """Chunks of reads, each read at its own millisecond (never going backwards)."""
+    store.create(Job(command=("x",)), execution_id, 1.0)
+    records, offsets, ms = [], [0, 0], 1_780_000_000_000
+    for index, chunk in enumerate(chunks):
+        stamps = []
+        for _, _, step in chunk:
+            ms += step
+            stamps.append(ms)
+        segments = [(s, d) for s, d, _ in chunk]
+        records.append(
+            Encoder("none").encode(
+                execution_id, index, (offsets[0], offsets[1]), segments, 0.0, stamps=stamps
+            )
+        )
+        for s, d in segments:
+            offsets[s is Stream.STDERR] += len(d)
+    store.write(
+        WriteBatch(records, [OutputUpdate(execution_id, offsets[0], offsets[1], len(chunks), 2.0)])
+    )
+    store.finish(execution_id, Outcome(Status.SUCCEEDED, 0), 3.0, None)
+
+
+@SETTINGS
+@example(  # a stdout line continued in a chunk first read, on stderr, before the cut
+    chunks=[
+        [(Stream.STDOUT, b"a\nb", 0)],
+        [(Stream.STDERR, b"e\n", 1), (Stream.STDOUT, b"c\nd", 1)],
+        [(Stream.STDOUT, b"e", 1), (Stream.STDOUT, b"\n", 2)],
+    ],
+    which=Stream.STDOUT,
+    nudge=0,
+)
+@given(
+    chunks=st.lists(reads, min_size=1, max_size=8),
+    which=st.sampled_from([None, Stream.STDOUT, Stream.STDERR]),
+    nudge=st.sampled_from([0, 1]),
+)
+def test_time_windows_skip_chunks_and_cut_exactly(
+    store: Store, chunks: list[list[Any]], which: Stream | None, nudge: int
+) -> None:
+    """``since`` starts at the chunk where it begins, mid-line or not; ``until`` stops
+    reading once nothing earlier can come; the lines are those of the whole output."""
+    execution_id = f"w{next(IDS)}"
+    store_reads(store, execution_id, chunks)
+    every = [(ln.ms, ln.stream, ln.data, ln.ended) for ln in iter_lines(store, execution_id, which)]
+    for ms in sorted({line[0] + nudge for line in every}):
+        since = iter_lines(store, execution_id, which, since=ms / 1000)
+        until = iter_lines(store, execution_id, which, until=ms / 1000)
+        assert [(ln.ms, ln.stream, ln.data, ln.ended) for ln in since] == [
+            line for line in every if line[0] >= ms
+        ]
+        assert [(ln.ms, ln.stream, ln.data, ln.ended) for ln in until] == [
+            line for line in every if line[0] < ms
+        ]

@@ -142,6 +142,17 @@ def test_chunk_containing(store: Store) -> None:
     assert store.chunk_containing("nothing", None, 0) is None
 
 
+def test_offsets_before_a_time(store: Store) -> None:
+    store.create(new(), "e", 1.0)
+    write_chunks(store, "e", [(b"abc", b""), (b"", b"1234"), (b"de", b"56")])  # read at 1000..
+    assert store.offsets_before("e", 1000.0) is None
+    assert store.offsets_before("e", 1000.5) == (0, 0)
+    assert store.offsets_before("e", 1001.0) == (0, 0)
+    assert store.offsets_before("e", 1001.001) == (3, 0)
+    assert store.offsets_before("e", 1e12) == (3, 4)
+    assert store.offsets_before("nothing", 1e12) is None
+
+
 def test_progress_is_recorded_and_kept(store: Store) -> None:
     store.create(new(), "e", 1.0)
     store.write(WriteBatch([], [OutputUpdate("e", 0, 0, 0, 3.0, Progress(" 42%|####", 42.0))]))

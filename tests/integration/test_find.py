@@ -15,7 +15,7 @@ import pytest
 
 from outspool import Outspool
 from outspool.lines import between
-from outspool.models import Execution
+from outspool.models import Execution, Stream
 from outspool.when import parse_instant
 from tests.conftest import RunCli, SpawnCli
 from tests.helpers import Lines, wait_until
@@ -84,6 +84,48 @@ def test_since_and_until_cut_exactly(
     assert tail.stdout == b"line 7\nline 9\n"
     bad = run_cli("logs", "ten", "--since", "yesterday", "--db", db_url)
     assert bad.rc == 2 and len(bad.err_lines) == 1
+
+
+#: Lines over time on both streams; every fifth is written in two parts around a pause,
+#: so lines span reads and chunks.
+SPREAD = (
+    "import sys, time\n"
+    "for i in range(45):\n"
+    "    out = sys.stderr if i % 4 == 3 else sys.stdout\n"
+    "    if i % 5 == 0:\n"
+    "        out.write(f'part of {i} '); out.flush(); time.sleep(0.004)\n"
+    "    out.write(f'line {i}\\n'); out.flush()\n"
+    "    time.sleep(0.002)\n"
+)
+
+
+def test_time_windows_read_from_the_right_chunk_and_cut_exactly(
+    spool: Outspool, db_url: str, run_cli: RunCli
+) -> None:
+    """``since`` starts reading at the chunk where it begins (mid-line there or not),
+    ``until`` stops once nothing earlier can come; the lines are those of the whole
+    output (tests/contract/test_reading.py tries every cut-off of many chunkings)."""
+    ex = spool.run(py(SPREAD))
+    assert ex.chunk_count > 10
+    for stream in (None, Stream.STDOUT, Stream.STDERR):
+        stored = [(ln.ms, ln.stream, ln.data, ln.ended) for ln in spool.lines(ex.id, stream)]
+        for ms in sorted({m for m, *_ in stored} | {stored[-1][0] + 1})[::3]:
+            since = spool.lines(ex.id, stream, since=ms / 1000)
+            until = spool.lines(ex.id, stream, until=ms / 1000)
+            assert [(ln.ms, ln.stream, ln.data, ln.ended) for ln in since] == [
+                line for line in stored if line[0] >= ms
+            ]
+            assert [(ln.ms, ln.stream, ln.data, ln.ended) for ln in until] == [
+                line for line in stored if line[0] < ms
+            ]
+    late = sorted({ln.ms for ln in spool.lines(ex.id)})[-3]
+    assert spool.since_start(ex.id, None, late / 1000)[0] > 0  # earlier chunks are not read
+    every = json_lines(run_cli("logs", ex.id, "--json", "--db", db_url).stdout)
+    for cut in {every[n]["time"] for n in (7, 30, -1)}:
+        since_cli = run_cli("logs", ex.id, "--json", "--since", cut, "--db", db_url)
+        assert json_lines(since_cli.stdout) == [ln for ln in every if ln["time"] >= cut]
+        until_cli = run_cli("logs", ex.id, "--json", "--until", cut, "--db", db_url)
+        assert json_lines(until_cli.stdout) == [ln for ln in every if ln["time"] < cut]
 
 
 def test_names_resolve_to_the_newest_and_prefixes_stay_exact(

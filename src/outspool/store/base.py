@@ -159,6 +159,11 @@ class Store(Protocol):
         """Index of the chunk holding byte ``offset`` of a stream (None: of ``all``)."""
         ...
 
+    def offsets_before(self, execution_id: str, when: float) -> tuple[int, int] | None:
+        """``(stdout_offset, stderr_offset)`` of the last chunk whose first read came before
+        ``when`` (epoch seconds): output read at or after ``when`` starts no earlier."""
+        ...
+
     def wait(self, execution_id: str, timeout: float) -> None:
         """Return when ``execution_id`` may have changed, or after ``timeout`` seconds.
 

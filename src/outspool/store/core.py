@@ -349,6 +349,10 @@ class SqlStore(abc.ABC):
         found = self._rows(name, {"id": execution_id, "offset": offset})[0]["found"]
         return None if found is None else int(found)
 
+    def offsets_before(self, execution_id: str, when: float) -> tuple[int, int] | None:
+        rows = self._rows("chunk_before_time", {"id": execution_id, "when": when})
+        return (int(rows[0]["stdout_offset"]), int(rows[0]["stderr_offset"])) if rows else None
+
     # --- deleting ----------------------------------------------------------------------
 
     def delete(self, execution_ids: Sequence[str]) -> list[str]:

@@ -280,6 +280,13 @@ WHERE execution_id = :id AND stderr_offset <= :offset AND stderr_size > 0;
 SELECT max(chunk_index) AS found FROM execution_output_chunks
 WHERE execution_id = :id AND stdout_offset + stderr_offset <= :offset;
 
+-- name: chunk_before_time
+-- Chunk times never go backwards within an execution, so the walk from the newest chunk
+-- stops at the first one read before the time.
+SELECT stdout_offset, stderr_offset FROM execution_output_chunks
+WHERE execution_id = :id AND timestamp < :when
+ORDER BY chunk_index DESC LIMIT 1;
+
 -- name: queued_exists
 SELECT 1 FROM executions WHERE status = 'queued' LIMIT 1;
 
