@@ -27,7 +27,7 @@ from functools import lru_cache
 from outspool.codec import decode
 from outspool.errors import ConfigError
 from outspool.follow import Cursor, iter_chunks
-from outspool.linetimes import Timeline
+from outspool.linetimes import Timeline, base_ms
 from outspool.models import Chunk, Stream
 from outspool.patterns import Plan, plan
 from outspool.store.base import Store
@@ -154,6 +154,15 @@ class Matcher:
             self._lines += 1
             self._carry = b""
         return found
+
+    def past(self, chunk: Chunk) -> bool:
+        """True when, after ``chunk``, no line read before the window's end can come: it
+        was first read at or after the end (later chunks later still) and the carried
+        line, if any, began there too."""
+        until = self._window.until if self._window else None
+        if until is None or base_ms(chunk) < until:
+            return False
+        return not self._carry or self._carry_ms >= until
 
     def _remember(self, data: bytes, timeline: Timeline | None, at: int = 0) -> None:
         if data and not self._carry and timeline is not None:
@@ -291,7 +300,8 @@ def search(
     stream: Stream | None = None,
     window: Window | None = None,
 ) -> Iterator[Match]:
-    """Matching lines of one execution's stored output, in order."""
+    """Matching lines of one execution's stored output, in order; with an end to the
+    window, reading stops once no line before it can come."""
     matcher = Matcher(execution_id, rx, stream, window or Window())
     cursor = Cursor(stream)
     for record in iter_chunks(store, execution_id):
@@ -299,4 +309,6 @@ def search(
         if cursor.gaps(chunk):
             yield from matcher.cut()
         yield from matcher.feed(chunk)
+        if matcher.past(chunk):
+            break
     yield from matcher.finish()

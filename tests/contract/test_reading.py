@@ -4,6 +4,7 @@ against the plain bytes: whatever the chunking, the answer is the same slice."""
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -14,6 +15,7 @@ from outspool.follow import Follower, read_range, tail
 from outspool.jobs import Job
 from outspool.lines import iter_lines
 from outspool.models import Outcome, Status, Stream
+from outspool.search import Window, search
 from outspool.store import OutputUpdate, Store, WriteBatch
 from tests.contract.test_store import raw_chunk
 
@@ -142,6 +144,11 @@ def store_reads(store: Store, execution_id: str, chunks: list[list[Any]]) -> Non
     which=Stream.STDOUT,
     nudge=0,
 )
+@example(  # a line begun before the cut, continued in two chunks read after it
+    chunks=[[(Stream.STDOUT, b"a", 0)], [(Stream.STDOUT, b"b", 2)], [(Stream.STDOUT, b"c\n", 1)]],
+    which=None,
+    nudge=1,
+)
 @given(
     chunks=st.lists(reads, min_size=1, max_size=8),
     which=st.sampled_from([None, Stream.STDOUT, Stream.STDERR]),
@@ -163,4 +170,8 @@ def test_time_windows_skip_chunks_and_cut_exactly(
         ]
         assert [(ln.ms, ln.stream, ln.data, ln.ended) for ln in until] == [
             line for line in every if line[0] < ms
+        ]
+        grep = search(store, execution_id, re.compile(""), which, Window.of(None, ms / 1000))
+        assert [(m.line, m.text.encode()) for m in grep] == [
+            (n, line[2]) for n, line in enumerate(every, 1) if line[0] < ms
         ]
