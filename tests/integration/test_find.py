@@ -9,12 +9,13 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 from outspool import Outspool
-from outspool.lines import between
+from outspool.lines import Line, between
 from outspool.models import Execution, Stream
 from outspool.when import parse_instant
 from tests.conftest import RunCli, SpawnCli
@@ -99,25 +100,35 @@ SPREAD = (
 )
 
 
+def windows_cut_exactly(spool: Outspool, ex: Execution, every: int) -> None:
+    """Every ``every``-th cut-off, each stream: ``since``/``until`` give the whole output's
+    lines."""
+
+    def seen(lines: Iterable[Line]) -> list[tuple[int, Stream, bytes, bool, int]]:
+        return [(ln.ms, ln.stream, ln.data, ln.ended, ln.dropped) for ln in lines]
+
+    for stream in (None, Stream.STDOUT, Stream.STDERR):
+        stored = seen(spool.lines(ex.id, stream))
+        for ms in sorted({m for m, *_ in stored} | {stored[-1][0] + 1})[::every]:
+            since = seen(spool.lines(ex.id, stream, since=ms / 1000))
+            until = seen(spool.lines(ex.id, stream, until=ms / 1000))
+            assert since == [line for line in stored if line[0] >= ms]
+            assert until == [line for line in stored if line[0] < ms]
+
+
 def test_time_windows_read_from_the_right_chunk_and_cut_exactly(
     spool: Outspool, db_url: str, run_cli: RunCli
 ) -> None:
     """``since`` starts reading at the chunk where it begins (mid-line there or not),
     ``until`` stops once nothing earlier can come; the lines are those of the whole
-    output (tests/contract/test_reading.py tries every cut-off of many chunkings)."""
+    output, also across an output limit's gap (tests/contract/test_reading.py tries
+    every cut-off of many chunkings)."""
     ex = spool.run(py(SPREAD))
     assert ex.chunk_count > 10
-    for stream in (None, Stream.STDOUT, Stream.STDERR):
-        stored = [(ln.ms, ln.stream, ln.data, ln.ended) for ln in spool.lines(ex.id, stream)]
-        for ms in sorted({m for m, *_ in stored} | {stored[-1][0] + 1})[::3]:
-            since = spool.lines(ex.id, stream, since=ms / 1000)
-            until = spool.lines(ex.id, stream, until=ms / 1000)
-            assert [(ln.ms, ln.stream, ln.data, ln.ended) for ln in since] == [
-                line for line in stored if line[0] >= ms
-            ]
-            assert [(ln.ms, ln.stream, ln.data, ln.ended) for ln in until] == [
-                line for line in stored if line[0] < ms
-            ]
+    windows_cut_exactly(spool, ex, 3)
+    cut = spool.run(py(SPREAD), max_output=200)
+    assert cut.stdout_dropped > 0
+    windows_cut_exactly(spool, cut, 1)
     late = sorted({ln.ms for ln in spool.lines(ex.id)})[-3]
     assert spool.since_start(ex.id, None, late / 1000)[0] > 0  # earlier chunks are not read
     every = json_lines(run_cli("logs", ex.id, "--json", "--db", db_url).stdout)
