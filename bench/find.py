@@ -67,9 +67,9 @@ def _reads_seen(lengths: list[int]) -> Iterator[None]:
     """Notes the length of every read the writer is given (only in this process, only here)."""
     shipped = OutputBuffer.append
 
-    def append(self: OutputBuffer, stream: Stream, data: bytes, now: float, ms: int = 0) -> None:
+    def append(self: OutputBuffer, stream: Stream, data: bytes, *args: Any, **kwargs: Any) -> None:
         lengths.append(len(data))
-        shipped(self, stream, data, now, ms)
+        shipped(self, stream, data, *args, **kwargs)
 
     OutputBuffer.append = append  # type: ignore[method-assign]
     try:
@@ -139,11 +139,8 @@ def linetimes(kind: str, count: int, runs: int) -> list[Row]:
     rows = alternating(kind, count, runs, (SHIPPED, BASELINE), _without_line_times)
     base, ours = rows[1], rows[0]
     if base.wall_s and ours.wall_s and base.disk_per_byte and ours.disk_per_byte:
-        shipped = seen[SHIPPED]
-        work = statistics.median(o["work"] / o["cpu"] for o in shipped)
-        blobs = statistics.median(o["times"] / (o["stored"] - o["times"]) for o in shipped)
-        reads = statistics.median(o["reads"] for o in shipped)
-        per_read = statistics.median(o["work"] / o["reads"] for o in shipped)
+        work, blobs = ours.extra["work_share"], ours.extra["blob_share"]
+        reads, per_read = ours.extra["reads"], ours.extra["per_read"]
         ours.note = (
             f"in each run: line-time work {100 * work:.2f} % of the capture's CPU "
             f"({reads:,.0f} reads replayed, {1e6 * per_read:.2f} µs each), line_times "
@@ -206,7 +203,16 @@ def _capture_row(name: str, outcomes: list[dict[str, float]]) -> Row:
         disk_per_byte=median("stored") / median("bytes"),
         identical=None,
         note="disk B per B = stored bytes (chunk blobs, runs, line_times) per output byte",
-        extra={"times_bytes": median("times")},
+        extra={
+            "times_bytes": median("times"),
+            # the exact shares of line times, each run's own (see linetimes)
+            "work_share": statistics.median(o["work"] / o["cpu"] for o in outcomes),
+            "blob_share": statistics.median(
+                o["times"] / (o["stored"] - o["times"]) for o in outcomes
+            ),
+            "reads": median("reads"),
+            "per_read": statistics.median(o["work"] / max(1, o["reads"]) for o in outcomes),
+        },
     )
 
 
