@@ -4,8 +4,12 @@ Every process that runs programs (a worker, or ``outspool run``) registers in
 the ``workers`` table and refreshes its heartbeat every ``heartbeat_interval``.
 An execution whose process stopped heartbeating for ``heartbeat_timeout`` is
 ``lost``: :func:`end_lost` is the one place that decides it, for followers and
-recovery alike. The same thread looks for cancellation requests (``outspool
-cancel`` from anywhere) for the executions it runs.
+recovery alike. A late heartbeat is not enough on the capturing process's own
+machine: there the kernel is asked (:mod:`outspool.liveness`), and a process
+that is alive is never declared lost. A process that finds its executions
+marked ``lost`` while it is alive (by a recoverer elsewhere) restores them.
+The same thread looks for cancellation requests (``outspool cancel`` from
+anywhere) for the executions it runs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from outspool.errors import StoreError
+from outspool.liveness import Liveness, check, identity
 from outspool.store.base import LostExecution, Store
 
 CANCEL_POLL = 0.25  # seconds between looks for cancellation requests
@@ -38,11 +43,19 @@ def end_lost(
     for lost in store.find_lost(now - stale_after):
         if execution_id is not None and lost.execution_id != execution_id:
             continue
-        who = f"worker {lost.worker_id}" if lost.worker_id else "its capturing process"
-        reason = f"{who} stopped heartbeating; output stored so far is kept"
-        if store.mark_lost(lost.execution_id, now, reason):
+        state = check(lost.process)
+        if state is Liveness.ALIVE:
+            continue  # a late heartbeat from a live process: the store is slow, not the capture
+        if store.mark_lost(lost.execution_id, now, _lost_reason(lost, state)):
             ended.append(lost)
     return ended
+
+
+def _lost_reason(lost: LostExecution, state: Liveness) -> str:
+    who = f"worker {lost.worker_id}" if lost.worker_id else "its capturing process"
+    if state is Liveness.DEAD:
+        return f"{who} stopped heartbeating and is gone; output stored so far is kept"
+    return f"{who} stopped heartbeating; output stored so far is kept"
 
 
 class Heartbeat:
@@ -66,7 +79,12 @@ class Heartbeat:
 
     def start(self) -> Heartbeat:
         self.store.register_worker(
-            self.worker_id, socket.gethostname(), os.getpid(), self._kind, time.time()
+            self.worker_id,
+            socket.gethostname(),
+            os.getpid(),
+            self._kind,
+            time.time(),
+            process=identity(),
         )
         self._thread.start()
         return self
@@ -80,6 +98,16 @@ class Heartbeat:
         except StoreError as exc:
             log.warning("could not record the end of %s: %s", self.worker_id, exc)
 
+    def _restore(self) -> None:
+        """Executions of this live process that someone marked ``lost`` run again."""
+        restored = self.store.restore_lost(self.worker_id)
+        if restored:
+            log.warning(
+                "%d execution(s) of %s were marked lost while it was alive: restored",
+                restored,
+                self.worker_id,
+            )
+
     def _run(self) -> None:
         last_beat = time.monotonic()
         failing: str | None = None
@@ -88,6 +116,7 @@ class Heartbeat:
                 if time.monotonic() - last_beat >= self._interval:
                     self.store.heartbeat(self.worker_id, time.time())
                     last_beat = time.monotonic()
+                    self._restore()
                 for execution_id, reason in self.store.cancel_requests(self.worker_id):
                     self._on_cancel(execution_id, reason)
                 failing = None

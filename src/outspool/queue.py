@@ -18,6 +18,7 @@ from pathlib import Path
 from outspool.errors import InvalidStateError, NotFoundError
 from outspool.heartbeat import end_lost
 from outspool.jobs import Job, new_id
+from outspool.liveness import Liveness, check
 from outspool.models import Execution, Status
 from outspool.runner import EXECUTION_ENV
 from outspool.settings import Settings
@@ -65,7 +66,7 @@ def kill_orphans(store: Store) -> int:
         if not execution_id.isalnum():
             continue
         try:
-            if store.get(execution_id).status is not Status.LOST:
+            if not _capturer_gone(store, store.get(execution_id)):
                 continue
         except NotFoundError:  # another store's execution
             continue
@@ -76,6 +77,14 @@ def kill_orphans(store: Store) -> int:
             except OSError:
                 continue
     return killed
+
+
+def _capturer_gone(store: Store, ex: Execution) -> bool:
+    """Lost, and its capturing process is not alive: its programs are orphans."""
+    if ex.status is not Status.LOST:
+        return False
+    process = store.worker_process(ex.worker_id) if ex.worker_id else None
+    return check(process) is not Liveness.ALIVE
 
 
 def _marked_processes() -> dict[str, list[int]]:

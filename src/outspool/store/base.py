@@ -17,7 +17,7 @@ from outspool.models import Execution, Outcome, Status, Stream
 from outspool.progress import Progress
 
 #: The storage format version this code writes. Older databases are upgraded on open.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: The format whose migration added chunk checksums: older rows are sealed after it.
 CHECKSUMS = 8
 
@@ -34,6 +34,7 @@ class LostExecution:
     pid: int | None
     worker_id: str | None
     hostname: str | None
+    process: str | None = None  #: the capturing process's identity (:mod:`outspool.liveness`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +209,25 @@ class Store(Protocol):
         ...
 
     def register_worker(
-        self, worker_id: str, hostname: str, pid: int, kind: str, now: float
+        self,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        kind: str,
+        now: float,
+        *,
+        process: str | None = None,
     ) -> None:
-        """Record a capturing process (a worker, or ``outspool run``) and its first heartbeat."""
+        """Record a capturing process (a worker, or ``outspool run``), its identity
+        (:func:`outspool.liveness.identity`) and its first heartbeat."""
+        ...
+
+    def worker_process(self, worker_id: str) -> str | None:
+        """The identity a capturing process registered with (None: unknown)."""
+        ...
+
+    def restore_lost(self, worker_id: str) -> int:
+        """Put back to ``running`` the executions of ``worker_id`` marked ``lost``."""
         ...
 
     def heartbeat(self, worker_id: str, now: float, stopped: bool = False) -> None:

@@ -391,10 +391,26 @@ class SqlStore(abc.ABC):
         return sorted(claimed, key=lambda ex: (ex.created_at, ex.id))
 
     def register_worker(
-        self, worker_id: str, hostname: str, pid: int, kind: str, now: float
+        self,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        kind: str,
+        now: float,
+        *,
+        process: str | None = None,
     ) -> None:
         params = {"id": worker_id, "hostname": hostname, "pid": pid, "kind": kind, "now": now}
-        self._changed("register_worker", params)
+        self._changed("register_worker", {**params, "process": process})
+
+    def worker_process(self, worker_id: str) -> str | None:
+        rows = self._rows("worker_process", {"id": worker_id})
+        return rows[0]["process"] if rows else None
+
+    def restore_lost(self, worker_id: str) -> int:
+        with self._statement("write to") as cur:
+            cur.execute(self.sql["restore_lost"], {"id": worker_id})
+            return max(cur.rowcount, 0)
 
     def heartbeat(self, worker_id: str, now: float, stopped: bool = False) -> None:
         name = "unregister_worker" if stopped else "heartbeat"
@@ -415,7 +431,10 @@ class SqlStore(abc.ABC):
 
     def find_lost(self, stale_before: float) -> list[LostExecution]:
         rows = self._rows("find_lost", {"stale_before": stale_before})
-        return [LostExecution(r["id"], r["pid"], r["worker_id"], r["hostname"]) for r in rows]
+        return [
+            LostExecution(r["id"], r["pid"], r["worker_id"], r["hostname"], r["process"])
+            for r in rows
+        ]
 
     def mark_lost(self, execution_id: str, now: float, reason: str) -> bool:
         return self._changed("mark_lost", {"id": execution_id, "now": now, "reason": reason})

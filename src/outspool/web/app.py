@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from outspool import __version__
+from outspool import __version__, queue
 from outspool.client import Outspool
 from outspool.errors import (
     ConfigError,
@@ -62,7 +62,9 @@ def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retention = Retention(spool.store, spool.settings)
         task = asyncio.create_task(_retain(retention)) if retention.enabled else None
+        recovering = asyncio.create_task(_recover_now_and_then(spool), name="outspool-recover")
         yield
+        recovering.cancel()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -101,6 +103,19 @@ async def _retain(retention: Retention) -> None:
         except OutspoolError as exc:
             log.warning("retention could not run: %s", exc)
         await asyncio.sleep(retention.interval)
+
+
+async def _recover_now_and_then(spool: Outspool) -> None:
+    """With only ``serve`` running, dead captures are still noticed (as a worker does)."""
+    while True:
+        await asyncio.sleep(spool.settings.heartbeat_timeout / 2)
+        try:
+            ended = await anyio.to_thread.run_sync(queue.recover, spool.store, spool.settings)
+        except OutspoolError as exc:
+            log.warning("recovery failed, retrying: %s", exc)
+            continue
+        for execution_id in ended:
+            log.warning("%s lost: its capturing process stopped heartbeating", execution_id)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:

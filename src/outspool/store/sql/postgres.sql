@@ -141,6 +141,11 @@ ALTER TABLE executions ADD COLUMN max_output bigint;
 -- computed right after this step, in the same transaction (SqlStore._seal_chunks).
 ALTER TABLE execution_output_chunks ADD COLUMN checksum bigint;
 
+-- name: migrate_9
+-- Format 9: a capturing process records its identity (boot, PID namespace, PID, start
+-- time), so recovery on its machine tells a late heartbeat from a dead process.
+ALTER TABLE workers ADD COLUMN process text;
+
 -- name: insert_execution
 -- A queued execution wakes idle workers (payload 'queue', see store.base.QUEUE).
 WITH inserted AS (
@@ -203,7 +208,7 @@ WITH changed AS (
                           reason = %(reason)s, finished_at = %(finished_at)s,
                           output_truncated = %(output_truncated)s, stdout = %(stdout)s,
                           stderr = %(stderr)s, secrets = NULL
-    WHERE id = %(id)s AND status IN ('queued', 'running')
+    WHERE id = %(id)s AND status IN ('queued', 'running', 'lost')
     RETURNING id
 )
 SELECT pg_notify('outspool', id) FROM changed;
@@ -335,9 +340,12 @@ WHERE executions.id = picked.id AND executions.status = 'queued'
 RETURNING executions.*;
 
 -- name: register_worker
-INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(kind)s, %(now)s, %(now)s)
+INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at, process)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(kind)s, %(now)s, %(now)s, %(process)s)
 ON CONFLICT (id) DO NOTHING;
+
+-- name: worker_process
+SELECT process FROM workers WHERE id = %(id)s;
 
 -- name: heartbeat
 UPDATE workers SET heartbeat_at = %(now)s WHERE id = %(id)s;
@@ -367,10 +375,19 @@ SELECT id, reason FROM executions
 WHERE worker_id = %(worker_id)s AND status = 'running' AND cancel_requested;
 
 -- name: find_lost
-SELECT e.id, e.pid, w.id AS worker_id, w.hostname FROM executions e
+SELECT e.id, e.pid, w.id AS worker_id, w.hostname, w.process FROM executions e
 LEFT JOIN workers w ON w.id = e.worker_id
 WHERE e.status = 'running'
   AND (w.id IS NULL OR w.stopped_at IS NOT NULL OR w.heartbeat_at < %(stale_before)s);
+
+-- name: restore_lost
+WITH changed AS (
+    UPDATE executions SET status = 'running', finished_at = NULL, reason = NULL,
+                          output_truncated = false
+    WHERE worker_id = %(id)s AND status = 'lost'
+    RETURNING id
+)
+SELECT pg_notify('outspool', id) FROM changed;
 
 -- name: mark_lost
 WITH changed AS (

@@ -135,6 +135,11 @@ ALTER TABLE execution_output_chunks ADD COLUMN blob_file TEXT;
 -- computed right after this step, in the same transaction (SqlStore._seal_chunks).
 ALTER TABLE execution_output_chunks ADD COLUMN checksum INTEGER;
 
+-- name: migrate_9
+-- Format 9: a capturing process records its identity (boot, PID namespace, PID, start
+-- time), so recovery on its machine tells a late heartbeat from a dead process.
+ALTER TABLE workers ADD COLUMN process TEXT;
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                         created_at, worker_id, cpu_time, memory, max_processes, max_file_size,
@@ -180,7 +185,7 @@ UPDATE executions SET status = :status, exit_code = :exit_code, signal = :signal
                       reason = :reason, finished_at = :finished_at,
                       output_truncated = :output_truncated, stdout = :stdout, stderr = :stderr,
                       secrets = NULL
-WHERE id = :id AND status IN ('queued', 'running');
+WHERE id = :id AND status IN ('queued', 'running', 'lost');
 
 -- name: get_execution
 SELECT * FROM executions WHERE id = :id;
@@ -298,8 +303,11 @@ WHERE id IN (SELECT id FROM executions WHERE status = 'queued'
 RETURNING *;
 
 -- name: register_worker
-INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at)
-VALUES (:id, :hostname, :pid, :kind, :now, :now);
+INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at, process)
+VALUES (:id, :hostname, :pid, :kind, :now, :now, :process);
+
+-- name: worker_process
+SELECT process FROM workers WHERE id = :id;
 
 -- name: heartbeat
 UPDATE workers SET heartbeat_at = :now WHERE id = :id;
@@ -321,10 +329,15 @@ SELECT id, reason FROM executions
 WHERE worker_id = :worker_id AND status = 'running' AND cancel_requested = 1;
 
 -- name: find_lost
-SELECT e.id, e.pid, w.id AS worker_id, w.hostname FROM executions e
+SELECT e.id, e.pid, w.id AS worker_id, w.hostname, w.process FROM executions e
 LEFT JOIN workers w ON w.id = e.worker_id
 WHERE e.status = 'running'
   AND (w.id IS NULL OR w.stopped_at IS NOT NULL OR w.heartbeat_at < :stale_before);
+
+-- name: restore_lost
+UPDATE executions SET status = 'running', finished_at = NULL, reason = NULL,
+                      output_truncated = 0
+WHERE worker_id = :id AND status = 'lost';
 
 -- name: mark_lost
 UPDATE executions SET status = 'lost', finished_at = :now, reason = :reason,

@@ -1,0 +1,146 @@
+"""A late heartbeat never kills a healthy run; a dead capturing process is still noticed."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from outspool import Outspool, Status
+from outspool.liveness import Liveness, check, identity
+from tests.conftest import RunCli, SpawnCli
+from tests.helpers import alive, wait_until
+
+#: The capturing process heartbeats once, at registration, and never again: as late as
+#: a heartbeat blocked behind another process's write lock or a full disk.
+SILENT = {"OUTSPOOL_HEARTBEAT_INTERVAL": "3600"}
+#: The recoverer (or follower) considers a heartbeat older than half a second stale.
+IMPATIENT = {"OUTSPOOL_HEARTBEAT_TIMEOUT": "0.5"}
+
+
+def gated(gate: Path, lines: int = 3) -> list[str]:
+    """A program that prints ``lines`` lines, waits for ``gate``, prints as many more."""
+    first = " ".join(f"echo line {i};" for i in range(lines))
+    then = " ".join(f"echo line {i};" for i in range(lines, 2 * lines))
+    return ["sh", "-c", f"{first} while [ ! -e {gate} ]; do sleep 0.01; done; {then}"]
+
+
+def execution_of(db: str) -> str:
+    def running() -> str | None:
+        with Outspool(db) as spool:
+            found = spool.list(status=Status.RUNNING)
+        return found[0].id if found else None
+
+    return wait_until(running, message="a running execution")
+
+
+def stale(db: str, execution_id: str) -> bool:
+    with Outspool(db) as spool:
+        return any(
+            lost.execution_id == execution_id for lost in spool.store.find_lost(time.time() - 0.5)
+        )
+
+
+def test_identity_names_one_live_process_and_no_other() -> None:
+    mine = identity()
+    assert mine is not None
+    assert check(mine) is Liveness.ALIVE
+    space, pid, ticks = mine.rsplit(":", 2)
+    assert check(f"{space}:{pid}:{int(ticks) + 1}") is Liveness.DEAD  # its PID, reused
+    assert check(f"another-boot:1:{pid}:{ticks}") is Liveness.UNKNOWN  # another machine
+    assert check(None) is Liveness.UNKNOWN
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    recorded = identity(child.pid)
+    wait_until(lambda: check(recorded) is Liveness.DEAD, message="the exited child, a zombie")
+    child.wait()
+    assert check(recorded) is Liveness.DEAD
+
+
+def test_a_late_heartbeat_of_a_live_capture_is_not_lost(
+    db_url: str, tmp_path: Path, spawn_cli: SpawnCli, run_cli: RunCli
+) -> None:
+    gate = tmp_path / "gate"
+    run = spawn_cli("run", "--db", db_url, "--", *gated(gate), env=SILENT)
+    execution_id = execution_of(db_url)
+    follower = spawn_cli("logs", "--db", db_url, "--follow", execution_id, env=IMPATIENT)
+    wait_until(lambda: stale(db_url, execution_id), message="the heartbeat to be late")
+    recovered = run_cli("recover", "--db", db_url, env=IMPATIENT)
+    assert recovered.rc == 0
+    assert execution_id.encode() not in recovered.stdout
+    with Outspool(db_url) as spool:
+        assert spool.get(execution_id).status is Status.RUNNING
+    gate.touch()
+    assert run.wait(60) == 0  # the program was not killed
+    assert follower.wait(60) == 0
+    assert follower.stdout is not None
+    assert follower.stdout.read() == b"".join(b"line %d\n" % i for i in range(6))
+    with Outspool(db_url) as spool:
+        assert spool.get(execution_id).status is Status.SUCCEEDED
+
+
+def test_a_capture_marked_lost_while_alive_restores_it(
+    db_url: str, tmp_path: Path, spawn_cli: SpawnCli
+) -> None:
+    gate = tmp_path / "gate"
+    env = {"OUTSPOOL_HEARTBEAT_INTERVAL": "0.1"}
+    run = spawn_cli("run", "--db", db_url, "--", *gated(gate), env=env)
+    execution_id = execution_of(db_url)
+    with Outspool(db_url) as spool:  # as a recoverer on another machine would
+        assert spool.store.mark_lost(execution_id, time.time(), "heartbeat late elsewhere")
+
+        def restored() -> bool:
+            return spool.get(execution_id).status is Status.RUNNING
+
+        wait_until(restored, message="the live capture to restore it")
+    gate.touch()
+    assert run.wait(60) == 0
+    with Outspool(db_url) as spool:
+        final = spool.get(execution_id)
+        assert final.status is Status.SUCCEEDED
+        assert spool.read(execution_id) == b"".join(b"line %d\n" % i for i in range(6))
+
+
+def test_a_dead_capture_is_lost_and_its_orphans_killed(
+    db_url: str, tmp_path: Path, spawn_cli: SpawnCli, run_cli: RunCli
+) -> None:
+    pids = tmp_path / "pids"
+    script = f"sleep 300 & echo $! > {pids}; echo started; wait"
+    run = spawn_cli("run", "--db", db_url, "--", "sh", "-c", script, env=SILENT)
+    execution_id = execution_of(db_url)
+    wait_until(lambda: pids.exists() and pids.read_text().strip(), message="the grandchild's pid")
+    grandchild = int(pids.read_text())
+    run.send_signal(signal.SIGKILL)
+    run.wait(30)
+    wait_until(
+        lambda: execution_id.encode() in run_cli("recover", "--db", db_url, env=IMPATIENT).stdout,
+        message="recovery to mark it lost once its heartbeat is late",
+    )
+    with Outspool(db_url) as spool:
+        ex = spool.get(execution_id)
+    assert ex.status is Status.LOST
+    assert "is gone" in (ex.reason or "")
+    wait_until(lambda: not alive(grandchild), message="the orphan to be killed")
+
+
+def test_serve_alone_notices_a_dead_capture(
+    db_url: str, tmp_path: Path, spawn_cli: SpawnCli
+) -> None:
+    serve = spawn_cli("serve", "--db", db_url, "--port", "0", env=IMPATIENT)
+    assert serve.stderr is not None
+    found = re.search(r"at (http://[\d.]+:\d+/)", serve.stderr.readline().decode())
+    assert found
+    run = spawn_cli("run", "--db", db_url, "--", "sh", "-c", "echo up; sleep 300", env=SILENT)
+    execution_id = execution_of(db_url)
+    run.send_signal(signal.SIGKILL)
+    run.wait(30)
+
+    def status() -> str:
+        url = f"{found.group(1)}api/executions/{execution_id}"
+        return str(httpx.get(url, timeout=30).json()["status"])
+
+    wait_until(lambda: status() == "lost", message="serve to mark it lost")
