@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,7 @@ class Status(enum.StrEnum):
     TIMED_OUT = "timed_out"  #: stopped because it ran past its timeout
     CANCELLED = "cancelled"  #: stopped (or never started) on request
     LOST = "lost"  #: the process capturing it died; output stored so far is kept
+    DAMAGED = "damaged"  #: its stored record cannot be read whole (see ``Execution.damage``)
 
     @property
     def finished(self) -> bool:
@@ -44,6 +45,88 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{type(value).__name__} where text belongs")
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise TypeError(f"{value!r:.40} is not a number")
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise TypeError(f"{value!r:.40} is not a count")
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"{value!r:.40} is not a whole number")
+
+
+def _maybe(read: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else read(value)
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    parsed = json.loads(value)
+    if not isinstance(parsed, list) or not all(isinstance(arg, str) for arg in parsed):
+        raise TypeError("not a list of strings")
+    return tuple(parsed)
+
+
+def _map(value: Any) -> dict[str, str]:
+    parsed = json.loads(value) if value else {}
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise TypeError("not a map of strings")
+    return {str(k): v for k, v in parsed.items()}
+
+
+#: How each column of an ``executions`` row is read, and what a damaged one becomes.
+_COLUMNS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "status": (Status, Status.DAMAGED),
+    "command": (_argv, ()),
+    "name": (_text, None),
+    "language": (_text, None),
+    "code": (_text, None),
+    "cwd": (_text, None),
+    "env": (_map, {}),
+    "timeout": (_maybe(_number), None),
+    "pty": (bool, False),
+    "exit_code": (_maybe(_whole), None),
+    "signal": (_maybe(_whole), None),
+    "reason": (_text, None),
+    "pid": (_maybe(_whole), None),
+    "worker_id": (_text, None),
+    "created_at": (_number, 0.0),
+    "started_at": (_maybe(_number), None),
+    "finished_at": (_maybe(_number), None),
+    "last_output_at": (_maybe(_number), None),
+    "stdout_size": (_count, 0),
+    "stderr_size": (_count, 0),
+    "output_truncated": (bool, False),
+    "progress": (_text, None),
+    "progress_percent": (_maybe(_number), None),
+    "chunk_count": (_count, 0),
+    "cancel_requested": (bool, False),
+    "cpu_time": (_maybe(_number), None),
+    "memory": (_maybe(_count), None),
+    "max_processes": (_maybe(_count), None),
+    "max_file_size": (_maybe(_count), None),
+    "network": (bool, False),
+    "secrets": (_map, {}),
+    "labels": (_map, {}),
+    "stdout_dropped": (_count, 0),
+    "stderr_dropped": (_count, 0),
+    "max_output": (_maybe(_count), None),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,48 +170,29 @@ class Execution:
     stdout_dropped: int = 0  #: bytes of stdout not kept (past ``max_output``)
     stderr_dropped: int = 0
     max_output: int | None = None  #: bytes kept per stream, as the job asked
+    damage: str | None = None  #: what of the stored row could not be read (status ``damaged``)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Execution:
-        """Build from a row of the ``executions`` table (any backend)."""
-        return cls(
-            id=row["id"],
-            status=Status(row["status"]),
-            command=tuple(json.loads(row["command"])),
-            name=row["name"],
-            language=row["language"],
-            code=row["code"],
-            cwd=row["cwd"],
-            env=json.loads(row["env"]) if row["env"] else {},
-            timeout=row["timeout"],
-            pty=bool(row["pty"]),
-            exit_code=row["exit_code"],
-            signal=row["signal"],
-            reason=row["reason"],
-            pid=row["pid"],
-            worker_id=row["worker_id"],
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            last_output_at=row["last_output_at"],
-            stdout_size=row["stdout_size"],
-            stderr_size=row["stderr_size"],
-            output_truncated=bool(row["output_truncated"]),
-            progress=row["progress"],
-            progress_percent=row["progress_percent"],
-            chunk_count=row["chunk_count"],
-            cancel_requested=bool(row["cancel_requested"]),
-            cpu_time=row["cpu_time"],
-            memory=row["memory"],
-            max_processes=row["max_processes"],
-            max_file_size=row["max_file_size"],
-            network=bool(row["network"]),
-            secrets=json.loads(row["secrets"]) if row["secrets"] else {},
-            labels=json.loads(row["labels"]) if row["labels"] else {},
-            stdout_dropped=row["stdout_dropped"],
-            stderr_dropped=row["stderr_dropped"],
-            max_output=row["max_output"],
-        )
+        """Build from a row of the ``executions`` table (any backend).
+
+        A damaged row never raises: a column that cannot be read (an unknown
+        status, a command that is not JSON, a timestamp stored as text...) gets
+        its default, the status becomes ``damaged`` and :attr:`damage` says what
+        was wrong, so listings show it and go on with the rest.
+        """
+        values: dict[str, Any] = {"id": str(row["id"])}
+        problems: list[str] = []
+        for name, (read, default) in _COLUMNS.items():
+            try:
+                values[name] = read(row[name])
+            except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+                values[name] = default
+                problems.append(f"{name} ({exc})")
+        if problems:
+            values["status"] = Status.DAMAGED
+            values["damage"] = "unreadable " + "; ".join(problems)
+        return cls(**values)
 
     @property
     def duration(self) -> float | None:
@@ -145,6 +209,7 @@ class Execution:
             "name": self.name,
             "labels": dict(self.labels),
             "status": self.status.value,
+            "damage": self.damage,
             "command": list(self.command),
             "language": self.language,
             "cwd": self.cwd,
