@@ -334,7 +334,8 @@ class Follower:
         self.offset = offset  # position in the followed stream of the next byte to return
         self.lost_after = lost_after
         self.done = False
-        self.execution: Execution | None = None  #: the record as of the last :meth:`read`
+        #: The record as of the last :meth:`read`; it shows the end only once :attr:`done`.
+        self.execution: Execution | None = None
         #: True when the last read returned a full batch: more was stored than it took.
         self.behind = False
         self._batches = Batches(batch)
@@ -365,10 +366,12 @@ class Follower:
             return []
         record = self.store.get(self.execution_id)  # before the chunks: the end follows them
         found, more = self._fetch()
-        self.execution = record
         self.behind = more
-        if more:
+        if more:  # output is left to read: an ended record would announce the end too soon
+            if not record.status.finished:
+                self.execution = record
             return found
+        self.execution = record
         if record.status.finished:
             self.done = True
         elif not found and self._capture_lost():

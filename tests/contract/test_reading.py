@@ -175,3 +175,18 @@ def test_time_windows_skip_chunks_and_cut_exactly(
         assert [(m.line, m.text.encode()) for m in grep] == [
             (n, line[2]) for n, line in enumerate(every, 1) if line[0] < ms
         ]
+
+
+def test_a_follower_shows_the_end_only_after_the_last_output(store: Store) -> None:
+    """The record a follower exposes says "finished" only once every byte was returned:
+    the live page sends that record as the final ``status`` event, after the output."""
+    pieces = [(b"line %d\n" % i, b"") for i in range(6)]
+    execution_id = f"e{next(IDS)}"
+    _, _, both = store_pieces(store, execution_id, pieces)
+    follower = Follower(store, execution_id, batch=4)
+    returned = b""
+    while not follower.done:
+        returned += b"".join(p for _, p in follower.read() if isinstance(p, bytes))
+        shown = follower.execution  # None until a record that fits what was returned
+        assert shown is None or shown.status.finished == (returned == both), returned
+    assert returned == both
