@@ -21,7 +21,7 @@ from tests.web.browser import chromium, open_page, page
 from tests.web.conftest import Served
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import APIResponse, Page, Route
 
 __all__ = ["chromium", "open_page", "page"]  # fixtures
 
@@ -174,17 +174,50 @@ def _mark_lines(spool: Outspool, execution_id: str) -> dict[str, str]:
     return {line.split()[1]: line for line in text.splitlines() if line.startswith("MARK ")}
 
 
-def test_cancel_button(
-    page: Page, served: Served, spool: Outspool, worker: SpawnWorker, tmp_path: Path
-) -> None:
+def cancel_from_the_page(page: Page, worker: SpawnWorker, tmp_path: Path) -> str:
+    """Submit a program that never ends, run it, press Cancel, wait for the page to show
+    ``cancelled``; the execution's ID."""
     code = PROGRAM.format(gate=str(tmp_path / "never"), marks=1)
     execution_id = submit_from_form(page, code)
     worker()
     page.locator("#log").get_by_text("step 1/4 25%").wait_for()
     page.click("#cancel")
     page.locator(".head [data-status=cancelled]").wait_for(timeout=60_000)
+    return execution_id
+
+
+def test_cancel_button(
+    page: Page, served: Served, spool: Outspool, worker: SpawnWorker, tmp_path: Path
+) -> None:
+    execution_id = cancel_from_the_page(page, worker, tmp_path)
     assert page.locator("#cancel").is_disabled()
     wait_until(lambda: spool.get(execution_id).status.finished, message="cancelled")
+
+
+def test_a_late_answer_to_cancel_never_hides_the_end(
+    page: Page, served: Served, spool: Outspool, worker: SpawnWorker, tmp_path: Path
+) -> None:
+    """The answer to Cancel (the record as it was: running, cancel requested) can arrive
+    after the live stream's final status; the page keeps showing the end."""
+    held: list[tuple[Route, APIResponse]] = []
+    page.route("**/cancel", lambda route: held.append((route, route.fetch())))
+    execution_id = cancel_from_the_page(page, worker, tmp_path)
+    assert spool.get(execution_id).status.value == "cancelled"
+    page.evaluate(COUNT_RENDERS)
+    (route, answer), *_ = held
+    assert answer.json()["status"] == "running"
+    route.fulfill(response=answer)
+    page.wait_for_function("() => window.__renders > 0")
+    assert page.locator(".head [data-status]").get_attribute("data-status") == "cancelled"
+    assert page.locator("#cancel").is_disabled()
+
+
+#: Counts the times the page redraws the execution's head from now on.
+COUNT_RENDERS = """() => {
+  window.__renders = 0;
+  new MutationObserver(() => { window.__renders += 1; })
+    .observe(document.querySelector(".head"), { childList: true });
+}"""
 
 
 def assert_stderr_is_not_an_error(page: Page) -> None:

@@ -8,7 +8,7 @@
 import { LogView, Region } from "./logview.js";
 
 const api = (path) => "/api" + path;
-const FINISHED = new Set(["succeeded", "failed", "timed_out", "cancelled", "lost"]);
+const FINISHED = new Set(["succeeded", "failed", "timed_out", "cancelled", "lost", "damaged"]);
 const STATUSES = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"];
 const TAIL_BYTES = 256 << 10; // the page first reads about this much of the end of the output
 const RANGE = 4 << 20; // bytes per request (the API's maximum)
@@ -352,8 +352,11 @@ function showExecution(root, id) {
     error, note, loading, el("div", { class: "log-box" }, log, resume));
   const fail = (message) => { error.textContent = message; error.hidden = false; };
   let source = null;
+  let ended = null; // the final record once seen: an older record (a late answer) never hides it
 
-  function render(ex) {
+  function render(record) {
+    if (FINISHED.has(record.status)) ended = record;
+    const ex = ended || record;
     const parts = [
       el("span", { class: "title mono", text: what(ex) }),
       badge(ex.status),
@@ -362,6 +365,7 @@ function showExecution(root, id) {
       el("span", { class: "muted" }, started(ex)),
       el("span", { class: "muted", text: duration(ex) }),
       ex.reason ? el("span", { class: "muted", text: ex.reason }) : null,
+      ex.damage ? el("span", { class: "muted", text: ex.damage }) : null,
       ex.status === "queued" ? el("span", { class: "muted", text: "waiting for a worker (outspool worker)" }) : null];
     header.replaceChildren(...parts.filter((part) => part !== null));
     progress.replaceChildren(progressBar(ex));
