@@ -150,7 +150,7 @@ TICKING = (
 
 
 def capture_then_kill_it(
-    db_path: Path, tmp_path: Path, spawn_cli: Callable[..., subprocess.Popen[bytes]]
+    db_path: Path | str, tmp_path: Path, spawn_cli: Callable[..., subprocess.Popen[bytes]]
 ) -> tuple[str, int]:
     """Start ``outspool run`` on a ticking program, SIGKILL that capturing process;
     the execution's ID and the pid of its program's (surviving) background grandchild."""

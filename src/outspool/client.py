@@ -421,6 +421,11 @@ class Outspool:
         """Cancel: a queued execution never starts; a running one is stopped by its process."""
         return queue.cancel(self.store, execution_id, reason)
 
+    def mark_lost(self) -> list[str]:
+        """End as ``lost`` the executions whose capturing process stopped heartbeating
+        (on this machine: is gone); the IDs it ended. Kills nothing (what ``serve`` does)."""
+        return queue.mark_lost(self.store, self.settings)
+
     def recover(self) -> list[str]:
         """End as ``lost`` the executions whose capturing process stopped heartbeating,
         and kill their leftover processes on this host; the IDs it ended."""

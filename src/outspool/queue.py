@@ -1,4 +1,4 @@
-"""The job queue over a store: create, submit, cancel, recover.
+"""The job queue over a store: create, submit, cancel, mark lost, recover.
 
 Claiming is the store's (one atomic statement per backend); this module holds
 the rules around it: what may be stored, what cancelling means in each state,
@@ -47,14 +47,17 @@ def cancel(store: Store, execution_id: str, reason: str = "cancelled by request"
     return store.cancel(ex.id, time.time(), reason)
 
 
-def recover(store: Store, settings: Settings) -> list[str]:
-    """End as ``lost`` the running executions whose process stopped heartbeating.
+def mark_lost(store: Store, settings: Settings) -> list[str]:
+    """End as ``lost`` the running executions whose process stopped heartbeating (and,
+    on its machine, is gone); their output stored so far is kept. Nothing is killed."""
+    return [lost.execution_id for lost in end_lost(store, settings.heartbeat_timeout)]
 
-    Their output stored so far is kept. On this host, processes still alive of
-    any ``lost`` execution (found by :data:`EXECUTION_ENV`, whoever marked it
-    lost) are killed.
-    """
-    ended = [lost.execution_id for lost in end_lost(store, settings.heartbeat_timeout)]
+
+def recover(store: Store, settings: Settings) -> list[str]:
+    """:func:`mark_lost`, then kill on this host the processes still alive of any
+    ``lost`` execution whose capturing process is gone (found by :data:`EXECUTION_ENV`,
+    whoever marked it lost)."""
+    ended = mark_lost(store, settings)
     kill_orphans(store)
     return ended
 

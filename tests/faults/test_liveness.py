@@ -14,7 +14,7 @@ import httpx
 from outspool import Outspool, Status
 from outspool.liveness import Liveness, check, identity
 from tests.conftest import RunCli, SpawnCli
-from tests.helpers import alive, wait_until
+from tests.helpers import alive, capture_then_kill_it, wait_until
 
 #: The capturing process heartbeats once, at registration, and never again: as late as
 #: a heartbeat blocked behind another process's write lock or a full disk.
@@ -127,20 +127,20 @@ def test_a_dead_capture_is_lost_and_its_orphans_killed(
     wait_until(lambda: not alive(grandchild), message="the orphan to be killed")
 
 
-def test_serve_alone_notices_a_dead_capture(
-    db_url: str, tmp_path: Path, spawn_cli: SpawnCli
+def test_serve_alone_notices_a_dead_capture_and_kills_nothing(
+    db_url: str, tmp_path: Path, spawn_cli: SpawnCli, run_cli: RunCli
 ) -> None:
     serve = spawn_cli("serve", "--db", db_url, "--port", "0", env=IMPATIENT)
     assert serve.stderr is not None
     found = re.search(r"at (http://[\d.]+:\d+/)", serve.stderr.readline().decode())
     assert found
-    run = spawn_cli("run", "--db", db_url, "--", "sh", "-c", "echo up; sleep 300", env=SILENT)
-    execution_id = execution_of(db_url)
-    run.send_signal(signal.SIGKILL)
-    run.wait(30)
+    execution_id, grandchild = capture_then_kill_it(db_url, tmp_path, spawn_cli)
 
     def status() -> str:
         url = f"{found.group(1)}api/executions/{execution_id}"
         return str(httpx.get(url, timeout=30).json()["status"])
 
     wait_until(lambda: status() == "lost", message="serve to mark it lost")
+    assert alive(grandchild), "serve marks lost executions but never kills"
+    assert run_cli("recover", "--db", db_url).rc == 0
+    wait_until(lambda: not alive(grandchild), message="recover to kill the leftover")

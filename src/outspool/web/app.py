@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from outspool import __version__, queue
+from outspool import __version__
 from outspool.client import Outspool
 from outspool.errors import (
     ConfigError,
@@ -62,7 +62,7 @@ def create_app(spool: Outspool, *, token: str | None = None, max_body: int = MAX
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retention = Retention(spool.store, spool.settings)
         task = asyncio.create_task(_retain(retention)) if retention.enabled else None
-        recovering = asyncio.create_task(_recover_now_and_then(spool), name="outspool-recover")
+        recovering = asyncio.create_task(_mark_lost_now_and_then(spool), name="outspool-lost")
         yield
         recovering.cancel()
         if task is not None:
@@ -105,14 +105,18 @@ async def _retain(retention: Retention) -> None:
         await asyncio.sleep(retention.interval)
 
 
-async def _recover_now_and_then(spool: Outspool) -> None:
-    """With only ``serve`` running, dead captures are still noticed (as a worker does)."""
+async def _mark_lost_now_and_then(spool: Outspool) -> None:
+    """With only ``serve`` running, dead captures are still noticed and marked ``lost``.
+
+    It never kills: leftover programs of a lost execution are ``worker``'s and
+    ``recover``'s to kill (a server may run on another machine, or as another user).
+    """
     while True:
         await asyncio.sleep(spool.settings.heartbeat_timeout / 2)
         try:
-            ended = await anyio.to_thread.run_sync(queue.recover, spool.store, spool.settings)
+            ended = await anyio.to_thread.run_sync(spool.mark_lost)
         except OutspoolError as exc:
-            log.warning("recovery failed, retrying: %s", exc)
+            log.warning("looking for lost executions failed, retrying: %s", exc)
             continue
         for execution_id in ended:
             log.warning("%s lost: its capturing process stopped heartbeating", execution_id)
