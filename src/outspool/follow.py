@@ -402,7 +402,8 @@ class Follower:
         followers of an execution this way (:mod:`outspool.web.streams`)."""
         if chunks:
             self._after = chunks[-1].chunk_index
-        self.execution = record
+        if ended or not record.status.finished:  # as in read_chunks: the end comes last
+            self.execution = record
         self.behind = False
         self.done = ended
         return self._fresh(chunks)

@@ -213,11 +213,8 @@ class Hub:
                     continue
                 yield Piece(start, stream, data)
                 start += len(data)
-            record = follower.execution
-            # A finished record read before a full batch means more output is stored than
-            # this step returned: it is sent once all of that has been (it is the last item).
-            early = record is not None and record.status.finished and not follower.done
-            if record is not None and (follower.done or (record != shown and not early)):
+            record = follower.execution  # ended only once all output was read (Follower)
+            if record is not None and (follower.done or record != shown):
                 yield record
                 shown = record
             if follower.done:
