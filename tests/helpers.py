@@ -171,10 +171,11 @@ def capture_then_kill_it(
 class Lines:
     """Collects a pipe's output in a thread, so the test can wait for a line."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
+    def __init__(self, proc: subprocess.Popen[bytes], *, stderr: bool = False) -> None:
+        pipe = proc.stderr if stderr else proc.stdout
+        assert pipe is not None
         self.data = bytearray()
-        self._pipe = proc.stdout
+        self._pipe = pipe
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 

@@ -272,18 +272,39 @@ def run(
             on_created=lambda ex: click.echo(f"outspool: execution {ex.id}", err=True),
             sandbox=sandbox,
         )
-        final = _wait_forwarding_signals(handle)
+        final = _wait_forwarding_signals(handle, sp)
     sys.exit(_exit_code(final))
 
 
-def _wait_forwarding_signals(handle: Running) -> Execution:
-    """Wait for the run; SIGINT/SIGTERM/SIGHUP stop the program (twice: at once)."""
+def _wait_forwarding_signals(handle: Running, sp: Outspool) -> Execution:
+    """Wait for the run; SIGINT/SIGTERM/SIGHUP stop the program (twice: at once).
+
+    While the database refuses writes (a full disk...), the program is stopped all
+    the same, and outspool offers to leave: the next signal leaves at once without
+    storing what is held.
+    """
     received: list[int] = []
+    offered: list[bool] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         reason = f"interrupted by {signal.Signals(signum).name}"
         handle.cancel(reason, force=len(received) > 1)
+        if offered:
+            click.echo(
+                f"outspool: left without storing the rest of {handle.id}; "
+                "`outspool recover` will mark it lost",
+                err=True,
+            )
+            os._exit(128 + received[0])  # the writer cannot finish: nothing else to wait for
+        trouble = sp.started_writer.trouble if sp.started_writer else None
+        if trouble is not None:
+            offered.append(True)
+            click.echo(
+                f"outspool: the database refuses writes ({trouble}); the program is being "
+                "stopped and its output is held: interrupt again to leave without storing it",
+                err=True,
+            )
 
     previous = {
         s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -88,14 +88,21 @@ class Sink:
         self.outcome: Outcome | None = None
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self.interrupted = False  # set by interrupt(), cleared by the reserve it ends
 
-    def reserve(self, wanted: int) -> int:
+    def reserve(self, wanted: int, timeout: float | None = None) -> int:
         """Room for the next read: blocks while the process holds too much (backpressure).
 
         Returns how many bytes may be read; hand them to :meth:`write` (or
-        :meth:`release` if the read brought nothing).
+        :meth:`release` if the read brought nothing). Returns 0 (no room) after
+        ``timeout`` seconds, or at once when :meth:`interrupt` is called meanwhile,
+        so the capture can act on a timeout or a stop while the store is behind.
         """
-        return self._writer.reserve(wanted)
+        return self._writer.reserve(wanted, timeout, self)
+
+    def interrupt(self) -> None:
+        """Make a :meth:`reserve` waiting now (or the next one) return 0 at once."""
+        self._writer.interrupt(self)
 
     def release(self, reserved: int) -> None:
         self._writer.put(self, Stream.STDOUT, b"", reserved)
@@ -159,6 +166,7 @@ class Writer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._trouble: str | None = None
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -198,22 +206,43 @@ class Writer:
             self._sinks[execution_id] = sink
         return sink
 
-    def reserve(self, wanted: int) -> int:
-        """Wait for room under ``max_pending_bytes``; grant at most ``wanted`` bytes of it.
+    def reserve(self, wanted: int, timeout: float | None = None, sink: Sink | None = None) -> int:
+        """Wait for room under ``max_pending_bytes``; grant at most ``wanted`` bytes of it
+        (0 after ``timeout`` seconds, or once ``sink`` is interrupted).
 
         Reads and pending output together never exceed the bound, however many
         programs are read at once.
         """
         limit = self.settings.max_pending_bytes
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            if self._pending + self._reserved >= limit:
+                # the writer commits at once when a capture must wait (once: two waiting
+                # captures that notified at each wake-up would wake each other forever)
+                self._cond.notify_all()
             while self._pending + self._reserved >= limit and self._failure is None:
-                self._cond.notify_all()  # the writer commits at once when a capture must wait
-                self._cond.wait()
+                if sink is not None and sink.interrupted:
+                    sink.interrupted = False
+                    return 0
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return 0
+                self._cond.wait(left)
             if self._failure is not None:
                 raise StoreError(f"the writer stopped: {self._failure}")
             grant = min(wanted, limit - self._pending - self._reserved)
             self._reserved += grant
             return grant
+
+    def interrupt(self, sink: Sink) -> None:
+        with self._cond:
+            sink.interrupted = True
+            self._cond.notify_all()
+
+    @property
+    def trouble(self) -> str | None:
+        """The store's last refusal while it is being retried (None: writes go through)."""
+        return self._trouble
 
     def put(self, sink: Sink, stream: Stream, data: bytes, reserved: int = 0) -> None:
         if data:
@@ -422,12 +451,14 @@ class Writer:
         while True:
             try:
                 action()
+                self._trouble = None
                 if last:
                     log.warning(
                         "the database accepts writes again; the held output is being stored"
                     )
                 return
             except StoreError as exc:
+                self._trouble = str(exc)
                 if str(exc) != last:
                     last = str(exc)
                     log.warning("cannot %s the database, retrying (output held): %s", doing, exc)

@@ -7,7 +7,7 @@ timing thresholds.
 
 from __future__ import annotations
 
-from tests.integration.conftest import db_url, spool
+from tests.integration.conftest import db_url, small_disk, spool
 from tests.web.conftest import client, serve, served
 
-__all__ = ["client", "db_url", "serve", "served", "spool"]
+__all__ = ["client", "db_url", "serve", "served", "small_disk", "spool"]

@@ -7,6 +7,7 @@ Tests that need the SQLite file itself take ``db_path`` and stay SQLite-only.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,3 +36,21 @@ def db_url(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
 def spool(db_url: str, settings: Settings) -> Iterator[Outspool]:
     with Outspool(db_url, settings) as opened:
         yield opened
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs mounted for the test (root only; skipped with a reason elsewhere)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

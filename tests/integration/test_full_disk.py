@@ -6,35 +6,14 @@ Runs on a small tmpfs mounted for the test (root only; skipped with a reason els
 from __future__ import annotations
 
 import random
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from outspool import Outspool, Settings, Status, Stream
 from tests.helpers import wait_until
 
 SIZE = 2 << 20
 CHILD = f"import random, sys; sys.stdout.buffer.write(random.Random(7).randbytes({SIZE}))"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "small"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_a_full_disk_holds_output_until_there_is_room(small_disk: Path) -> None:
