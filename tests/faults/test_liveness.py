@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -144,3 +145,35 @@ def test_serve_alone_notices_a_dead_capture_and_kills_nothing(
     assert alive(grandchild), "serve marks lost executions but never kills"
     assert run_cli("recover", "--db", db_url).rc == 0
     wait_until(lambda: not alive(grandchild), message="recover to kill the leftover")
+
+
+def test_a_write_lock_held_past_the_heartbeat_timeout_kills_nothing(
+    db_path: Path, tmp_path: Path, spawn_cli: SpawnCli, run_cli: RunCli
+) -> None:
+    """The issue's reproduction: another process holds SQLite's write lock well past the
+    heartbeat timeout during a run; recover and a follower run meanwhile. Nothing is
+    marked lost, nothing is killed, the follower gets every line."""
+    db = str(db_path)
+    gate = tmp_path / "gate"
+    quick = {"OUTSPOOL_HEARTBEAT_INTERVAL": "0.1", "OUTSPOOL_BUSY_TIMEOUT": "0.5"}
+    run = spawn_cli("run", "--db", db, "--", *gated(gate), env=quick)
+    execution_id = execution_of(db)
+    follower = spawn_cli("logs", "--db", db, "--follow", execution_id, env=IMPATIENT)
+    lock = sqlite3.connect(db, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # as a long transaction of another program would
+        wait_until(lambda: stale(db, execution_id), message="the heartbeat to be late")
+        recovered = run_cli("recover", "--db", db, env={**IMPATIENT, **quick})
+        assert recovered.rc == 0, recovered.stderr
+        assert execution_id.encode() not in recovered.stdout
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert run_cli("recover", "--db", db, env=IMPATIENT).rc == 0
+    gate.touch()
+    assert run.wait(60) == 0
+    assert follower.wait(60) == 0
+    assert follower.stdout is not None
+    assert follower.stdout.read() == b"".join(b"line %d\n" % i for i in range(6))
+    with Outspool(db) as spool:
+        assert spool.get(execution_id).status is Status.SUCCEEDED
