@@ -136,3 +136,39 @@ def test_dropped_connections_lose_nothing(pg_url: str, tmp_path: Path) -> None:
     assert killed >= PHASES + 2
     assert bytes(followed[Stream.STDOUT]) == out
     assert bytes(followed[Stream.STDERR]) == err
+
+
+#: Prints 60 numbered lines, a tenth of a second apart.
+TRICKLE = "import time\nfor i in range(60):\n    print('line', i, flush=True); time.sleep(0.1)"
+
+
+def test_a_follower_rides_through_connections_dropped_every_half_second(pg_url: str) -> None:
+    """Issue 14, defect 9: the server stays up but ends the follower's connections every
+    0.5 s; the follower gets every line. It used to give up ("no connection within N s"):
+    the pool waited 1, 2, 4... s between connections it found dead."""
+    app = f"outspool-test-{uuid.uuid4().hex[:8]}"
+    stop = threading.Event()
+    killed = 0
+
+    def drop_every_half_second() -> None:
+        nonlocal killed
+        while not stop.wait(0.5):
+            killed += terminate(app)
+
+    with Outspool(pg_url) as spool:  # the capture's connections are left alone
+        handle = spool.start([sys.executable, "-c", TRICKLE])
+        dropper = threading.Thread(target=drop_every_half_second, daemon=True)
+        dropper.start()
+        try:
+            reader = Outspool(f"{pg_url}&application_name={app}", Settings.load(busy_timeout=3))
+            with reader:
+                followed = b"".join(
+                    piece for _, piece in reader.follow(handle.id) if isinstance(piece, bytes)
+                )
+        finally:
+            stop.set()
+            dropper.join(30)
+        assert handle.wait(60).exit_code == 0
+        assert followed == spool.read(handle.id)
+        assert followed.count(b"\n") == 60
+    assert killed >= 2

@@ -10,7 +10,7 @@ connection idle for more than ``FRESH`` seconds is checked (one more round trip)
 before it is handed out, and a statement that finds its connection lost has
 every idle one checked at once, so connections that died (server restart,
 ``pg_terminate_backend``, a network cut) are replaced instead of failing the
-next calls; a read that lost its connection is repeated once. Checking every
+next calls; a read that lost its connection is repeated, until ``busy_timeout``. Checking every
 connection at every use cost a third of the writer's time on a busy queue.
 Every failure becomes a one-line :class:`StoreError`; the writer retries those,
 and its retries are safe because chunk inserts skip rows that already exist
@@ -162,7 +162,6 @@ class PostgresStore(SqlStore):
                     max_size=POOL_MAX,
                     kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                     configure=self._configure,
-                    check=self._check,
                     timeout=max(1.0, self._timeout),
                     name=f"outspool {self.target.where}",
                     open=False,
@@ -171,17 +170,32 @@ class PostgresStore(SqlStore):
             return self._pool
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """The pool's check before handing ``conn`` out: skipped if it just worked."""
+        """The check before using ``conn``: skipped if it just worked."""
         used = self._used.get(conn)
         if used is None or time.monotonic() - used > FRESH:
             ConnectionPool.check_connection(conn)
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection, noted as working if it is given back without an error."""
-        with self._get_pool().connection() as conn:
-            yield conn
-            self._used[conn] = time.monotonic()
+        """A pooled connection, checked alive first unless it worked within ``FRESH``
+        seconds, and noted as working if it is given back without an error. One that
+        died while idle (``pg_terminate_backend``, a restart, a network cut) goes back
+        broken, so the pool replaces it, and the next is tried at once, for up to
+        ``busy_timeout``. (The pool's own ``check`` waited 1, 2, 4... seconds between
+        dead connections: a server dropping connections every half second outran any
+        timeout that way.)"""
+        deadline = time.monotonic() + max(1.0, self._timeout)
+        while True:
+            with self._get_pool().connection() as conn:
+                try:
+                    self._check(conn)
+                except psycopg.OperationalError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    continue
+                yield conn
+                self._used[conn] = time.monotonic()
+                return
 
     @contextlib.contextmanager
     def _statement(self, doing: str) -> Iterator[Cursor]:
@@ -207,15 +221,18 @@ class PostgresStore(SqlStore):
         return self._read(name, params, binary=False)
 
     def _read(self, name: str, params: Params, binary: bool) -> list[Any]:
-        """Rows of a read; a connection that drops under it is replaced once (reads repeat)."""
+        """Rows of a read; a connection that drops under it is replaced (reads repeat),
+        again and again for up to ``busy_timeout``, so a reader rides through a server
+        that keeps dropping connections."""
+        deadline = time.monotonic() + max(1.0, self._timeout)
         with self._errors("read"):
-            try:
-                return self._fetch(name, params, binary)
-            except psycopg.OperationalError as exc:
-                if not _connection_lost(exc):
-                    raise
-                self._check_idle()
-            return self._fetch(name, params, binary)
+            while True:
+                try:
+                    return self._fetch(name, params, binary)
+                except psycopg.OperationalError as exc:
+                    if not _connection_lost(exc) or time.monotonic() >= deadline:
+                        raise
+                    self._check_idle()
 
     def _fetch(self, name: str, params: Params, binary: bool) -> list[Any]:
         with self._connection() as conn:
