@@ -20,6 +20,7 @@ an edge is looked at line by line.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -81,7 +82,9 @@ def compile_pattern(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
         raise ConfigError(f"a pattern is at most {MAX_PATTERN} characters")
     flags = re.MULTILINE | (re.IGNORECASE if ignore_case else 0)
     try:
-        return re.compile(pattern, flags)
+        with warnings.catch_warnings():  # "possible nested set" ([[): valid, only flagged
+            warnings.simplefilter("ignore", FutureWarning)
+            return re.compile(pattern, flags)
     except re.error as exc:
         raise ConfigError(f"bad pattern {pattern!r}: {exc}") from None
 
