@@ -114,6 +114,7 @@ def main(argv: list[str]) -> int:
             "lines": tally.lines,
             "finished": tally.finished,
             "errors": tally.errors[:20],
+            "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         },
         sys.stdout,
     )

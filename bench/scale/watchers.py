@@ -34,6 +34,7 @@ from bench.scale.common import (
     wait_for_line,
 )
 
+CLIENT_PROCESSES = 4  # one process reading 600 streams would measure itself
 URL_LINE = re.compile(rb"at http://([\d.]+):(\d+)/")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,13 +96,21 @@ def _watch(
     if found is None:
         raise RuntimeError("outspool serve printed no URL")
     host, port = found.group(1).decode(), found.group(2).decode()
-    clients = subprocess.Popen(
-        [PYTHON, "-m", "bench.scale.sse_clients", host, port, "2", str(seconds * 6 + 60),
-         f"{first}:{main}", *(f"{i}:1" for i in rest)],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )  # fmt: skip
-    wait_for_line(clients, b"connected", 120)
+    clients = [
+        subprocess.Popen(
+            [PYTHON, "-m", "bench.scale.sse_clients", host, port, "2", str(seconds * 6 + 60),
+             *part],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        for part in _split(first, main, rest, CLIENT_PROCESSES)
+    ]  # fmt: skip
+    for proc in clients:
+        wait_for_line(proc, b"connected", 120)
+    direct = subprocess.Popen(  # the library following the main execution, not through HTTP
+        [PYTHON, "-m", "bench.scale.follow_many", url, "2", first], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    wait_for_line(direct, b"following", 120)
     watch = Watch(server.pid)
     watch.start()
     worker = subprocess.Popen(
@@ -109,23 +118,38 @@ def _watch(
         stdout=subprocess.DEVNULL,
         stderr=(work / "worker.err").open("wb"),
     )
-    out, _ = clients.communicate(timeout=seconds * 6 + 120)
+    got = [json.loads(proc.communicate(timeout=seconds * 6 + 120)[0]) for proc in clients]
     usage = watch.stop()
     worker.wait(120)
-    got = json.loads(out)
     expected = main * int(seconds / 0.1) + len(rest) * int(seconds)
     return {
-        **ms(got["latencies"]),
+        **ms([x for g in got for x in g["latencies"]]),
+        **{
+            f"direct_{k}": v
+            for k, v in ms(json.loads(direct.communicate(timeout=120)[0])["latencies"]).items()
+        },
         "clients": main + len(rest),
         "lines_expected": expected,
-        "lines_seen": got["lines"],
-        "finished": got["finished"],
-        "errors": got["errors"],
+        "lines_seen": sum(g["lines"] for g in got),
+        "finished": sum(g["finished"] for g in got),
+        "errors": [e for g in got for e in g["errors"]],
+        "client_cpu_s": max(g["cpu_s"] for g in got),
         "server_rss_mb": usage.rss_mb,
         "server_cpu_s": usage.cpu_s,
         "server_threads": usage.threads,
         "server_fds": usage.fds,
     }
+
+
+def _split(first: str, main: int, rest: list[str], processes: int) -> list[list[str]]:
+    """The streams to open, as ``ID:COUNT`` arguments of ``processes`` client processes."""
+    parts: list[list[str]] = [[] for _ in range(processes)]
+    for n, part in enumerate(parts):
+        count = main // processes + (1 if n < main % processes else 0)
+        if count:
+            part.append(f"{first}:{count}")
+        part += [f"{i}:1" for i in rest[n::processes]]
+    return [p for p in parts if p]
 
 
 def _section(
