@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,46 @@ def test_wait_returns_when_another_connection_commits(
         stop.set()
         thread.join()
     assert store.get("e").stdout_size >= 1
+
+
+def test_a_commit_calls_the_subscribers_of_its_execution_only(
+    store: Store, open_another: OpenStore
+) -> None:
+    """A server following 100 executions is poked for the one that changed, not for all."""
+    for key in "ab":
+        store.create(new(), key, 1.0)
+    watcher = open_another()
+    calls = {"a": 0, "b": 0}
+    called = {"a": threading.Event(), "b": threading.Event()}
+
+    def subscriber(key: str) -> Callable[[], None]:
+        def changed() -> None:
+            calls[key] += 1
+            called[key].set()
+
+        return changed
+
+    cancel = {key: watcher.subscribe(key, subscriber(key)) for key in "ab"}
+    size = 0
+
+    def commit(*keys: str) -> None:
+        nonlocal size
+        size += 1
+        store.write(WriteBatch([], [OutputUpdate(k, size, 0, 0, float(size)) for k in keys]))
+
+    commit("b")
+    assert called["b"].wait(60)  # (or a first, spurious call: both are past now)
+    called["b"].clear()
+    calls["a"] = 0
+    commit("b")
+    assert called["b"].wait(60)
+    assert calls["a"] == 0
+    cancel["b"]()
+    calls["b"] = 0
+    commit("a", "b")
+    assert called["a"].wait(60)
+    cancel["a"]()
+    assert calls["b"] == 0
 
 
 def test_readers_see_committed_writes_of_another_connection(

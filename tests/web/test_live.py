@@ -87,7 +87,7 @@ def test_reconnecting_with_last_event_id_loses_and_repeats_nothing(
     assert (rest[-1].kind, rest[-1].data.get("status")) == ("status", "succeeded")
 
 
-def test_many_followers_share_one_store_wait(
+def test_many_followers_share_one_subscription(
     served: Served, spool: Outspool, gated: tuple[Running, Gate]
 ) -> None:
     handle, gate = gated
@@ -109,7 +109,15 @@ def test_many_followers_share_one_store_wait(
             with lock:
                 waiting[0] -= 1
 
+    real_subscribe = store.subscribe
+    subscribed: list[str] = []
+
+    def counting_subscribe(execution_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        subscribed.append(execution_id)
+        return real_subscribe(execution_id, changed)
+
     store.wait = counting_wait  # type: ignore[method-assign]
+    store.subscribe = counting_subscribe  # type: ignore[method-assign]
     results: list[bytes] = []
     errors: list[BaseException] = []
 
@@ -132,10 +140,12 @@ def test_many_followers_share_one_store_wait(
             t.join(60)
     finally:
         store.wait = real_wait  # type: ignore[method-assign]
+        store.subscribe = real_subscribe  # type: ignore[method-assign]
     assert not errors
     assert handle.wait(30).status is Status.SUCCEEDED
     assert results == [spool.read(handle.id)] * 12
-    assert waiting[1] == 1
+    assert subscribed == [handle.id]  # one subscription for the 12 followers
+    assert waiting[1] == 0  # and no thread blocked waiting on the store
     wait_until(lambda: not served.hub.waiters, message="the waiter to end with its followers")
 
 

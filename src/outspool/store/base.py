@@ -7,7 +7,7 @@ get them back and decode them (``outspool.follow``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -170,6 +170,19 @@ class Store(Protocol):
 
         PostgreSQL: woken by a notification of the change. SQLite: polls the file's
         ``data_version`` every ``poll_interval``, so any commit to the file wakes it.
+        """
+        ...
+
+    def subscribe(self, execution_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed()`` whenever ``execution_id`` may have changed, until the returned
+        function is called; a call may be spurious.
+
+        ``changed`` runs on the store's one thread that serves every subscription, so it
+        must be quick and must not raise (a server sets an event of its loop). PostgreSQL:
+        the LISTEN connection of :meth:`wait` calls the subscribers of the notified
+        execution. SQLite: one poller per store reads ``data_version`` every
+        ``poll_interval``; after a commit it reads the subscribed executions' rows in one
+        query and calls only the subscribers of those whose row changed.
         """
         ...
 

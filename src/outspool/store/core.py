@@ -16,7 +16,8 @@ import abc
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from outspool.checksum import DAMAGED_ROW, seal, verify
@@ -81,6 +82,10 @@ class SqlStore(abc.ABC):
     @abc.abstractmethod
     def wait(self, execution_id: str, timeout: float) -> None:
         """Return when ``execution_id`` may have changed, or after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def subscribe(self, execution_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed()`` whenever ``execution_id`` may have changed (Store.subscribe)."""
 
     @abc.abstractmethod
     def _transaction(self, doing: str) -> contextlib.AbstractContextManager[Cursor]:
@@ -455,6 +460,33 @@ class SqlStore(abc.ABC):
     def _text(self, value: str) -> str:
         """``value`` fit for a text column of this backend."""
         return value if self.text_holds_nul else value.replace("\x00", "\ufffd")
+
+
+class Subscribers:
+    """Each execution's subscribers (:meth:`Store.subscribe`), for the thread calling them."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock = lock  # the owner's, held while it reads ``of``
+        self.of: dict[str, list[Callable[[], None]]] = {}
+
+    def add(
+        self, execution_id: str, changed: Callable[[], None], gone: Callable[[str], object]
+    ) -> Callable[[], None]:
+        """Subscribe ``changed``; the function returned cancels it (``gone(execution_id)``
+        after the last subscriber of that execution left)."""
+        with self.lock:
+            self.of.setdefault(execution_id, []).append(changed)
+
+        def cancel() -> None:
+            with self.lock:
+                mine = self.of.get(execution_id, [])
+                if changed in mine:
+                    mine.remove(changed)
+                if not mine:
+                    self.of.pop(execution_id, None)
+                    gone(execution_id)
+
+        return cancel
 
 
 def execution_row(

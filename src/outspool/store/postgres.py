@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -48,7 +48,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from outspool.codec import ChunkRecord
 from outspool.errors import StoreError
 from outspool.settings import Settings
-from outspool.store.core import Checked, Cursor, Params, SqlStore
+from outspool.store.core import Checked, Cursor, Params, SqlStore, Subscribers
 
 #: The NOTIFY channel the queries in postgres.sql send on; the payload is an execution ID.
 CHANNEL = "outspool"
@@ -335,12 +335,17 @@ class PostgresStore(SqlStore):
 
     def wait(self, execution_id: str, timeout: float) -> None:
         """Sleep until a NOTIFY for ``execution_id`` arrives (or ``timeout`` passes)."""
+        self._listening().wait(execution_id, timeout)
+
+    def subscribe(self, execution_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        return self._listening().subscribe(execution_id, changed)
+
+    def _listening(self) -> Listener:
         with self._lock:
             if self._listener is None:
                 self._listener = Listener(self)
                 self._listener.start()
-            listener = self._listener
-        listener.wait(execution_id, timeout)
+            return self._listener
 
 
 @dataclass
@@ -368,6 +373,7 @@ class Listener:
         self._store = store
         self._lock = threading.Lock()
         self._watches: dict[str, _Watch] = {}
+        self._subscribers = Subscribers(self._lock)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outspool-listen", daemon=True)
 
@@ -395,6 +401,11 @@ class Listener:
             if len(self._watches) > WATCHES_KEPT:
                 self._forget_idle(watch.used - WATCH_IDLE)
 
+    def subscribe(self, execution_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed()`` on every notification for ``execution_id`` (and on every
+        (re)connection) until the returned function is called."""
+        return self._subscribers.add(execution_id, changed, lambda _: None)
+
     def _forget_idle(self, before: float) -> None:
         """Under the lock: drop executions nobody has waited on since ``before``."""
         stale = [k for k, w in self._watches.items() if not w.waiting and w.used < before]
@@ -409,6 +420,12 @@ class Listener:
             for watch in watches:
                 watch.generation += 1
                 watch.cond.notify_all()
+            if execution_id is None:
+                called = [f for fs in self._subscribers.of.values() for f in fs]
+            else:
+                called = list(self._subscribers.of.get(execution_id, []))
+        for changed in called:
+            changed()
 
     def _run(self) -> None:
         delay = 0.05

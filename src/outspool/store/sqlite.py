@@ -16,6 +16,7 @@ processes can share one file.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -28,7 +29,7 @@ from outspool.codec import ChunkRecord
 from outspool.errors import DamagedError, StoreError
 from outspool.models import Status
 from outspool.store import segments
-from outspool.store.core import Checked, Cursor, Params, SqlStore, chunk_row
+from outspool.store.core import Checked, Cursor, Params, SqlStore, Subscribers, chunk_row
 
 #: The columns of a chunk row that say where its blobs are in a segment file.
 _PLACEMENT = ("blob_offset", "blob_stdout_length", "blob_stderr_length", "blob_crc")
@@ -56,6 +57,7 @@ class SqliteStore(SqlStore):
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
+        self._poller: _Poller | None = None
         self.segments = segments.Segments(self.path)
 
     def describe(self) -> str:
@@ -90,8 +92,11 @@ class SqliteStore(SqlStore):
     def close(self) -> None:
         with self._lock:
             checkpointer, self._checkpointer = self._checkpointer, None
+            poller, self._poller = self._poller, None
         if checkpointer is not None:
             checkpointer.stop()
+        if poller is not None:
+            poller.stop()
         self.segments.close()
         with self._lock:
             conns, self._all = self._all, []
@@ -279,6 +284,110 @@ class SqliteStore(SqlStore):
                 time.sleep(min(self._poll_interval, max(0.0, deadline - time.monotonic())))
                 if conn.execute("PRAGMA data_version").fetchone()[0] != start:
                     return
+
+    def subscribe(self, execution_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            if self._poller is None:
+                self._poller = _Poller(self._connect_checkpointer, self.sql, self._poll_interval)
+            poller = self._poller
+        return poller.subscribe(execution_id, changed)
+
+
+class _Poller:
+    """Tells subscribers which executions changed: one thread and connection per store.
+
+    Every ``interval`` it reads ``data_version``; when another connection committed (or
+    someone subscribed), it reads the subscribed executions' rows in one query and calls
+    the subscribers of those whose row differs from the last round. So a commit to one
+    execution wakes its followers only, however many executions are followed. The thread
+    ends when the last subscription does.
+    """
+
+    BATCH = 500  # executions per query
+    RETRY = 0.5  # seconds before trying again after an error
+
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], sql: Mapping[str, str], interval: float
+    ) -> None:
+        self._connect = connect
+        self._query = sql["watched_executions"]
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._subscribers = Subscribers(self._lock)
+        self._seen: dict[str, tuple[Any, ...] | None] = {}  # each one's row at the last call
+        self._fresh = False  # someone subscribed since the last round
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def subscribe(self, execution_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        cancel = self._subscribers.add(execution_id, changed, self._forget)
+        with self._lock:
+            self._fresh = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="outspool-poll", daemon=True)
+                self._thread.start()
+        return cancel
+
+    def _forget(self, execution_id: str) -> None:
+        self._seen.pop(execution_id, None)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        version = None
+        try:
+            while not self._stopping.wait(self._interval):
+                with self._lock:
+                    if not self._subscribers.of:
+                        self._thread = None
+                        return
+                    fresh, self._fresh = self._fresh, False
+                    ids = list(self._subscribers.of)
+                try:
+                    conn = conn or self._connect()
+                    now = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if now == version and not fresh:
+                        continue
+                    version = now
+                    rows = self._rows(conn, ids)
+                except sqlite3.Error:  # busy or away: every subscriber reads and meets it
+                    if conn is not None:
+                        conn.close()
+                    conn, version = None, None
+                    self._call(ids)
+                    self._stopping.wait(self.RETRY)
+                    continue
+                self._call(
+                    [i for i in ids if i not in self._seen or self._seen[i] != rows.get(i)], rows
+                )
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _rows(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        found: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(ids), self.BATCH):
+            batch = json.dumps(ids[start : start + self.BATCH])
+            for row in conn.execute(self._query, {"ids": batch}):
+                found[row[0]] = tuple(row[1:])
+        return found
+
+    def _call(self, ids: list[str], rows: Mapping[str, tuple[Any, ...]] | None = None) -> None:
+        """Call the subscribers of ``ids`` (remembering their ``rows``)."""
+        with self._lock:
+            called = []
+            for execution_id in ids:
+                if rows is not None:
+                    self._seen[execution_id] = rows.get(execution_id)
+                called += self._subscribers.of.get(execution_id, [])
+        for changed in called:
+            changed()
 
 
 class _Checkpointer:

@@ -8,20 +8,22 @@ send waits for the socket). The follower ends the stream when the execution
 ends or its capturing process is lost, as it does for the CLI and the library.
 
 Waiting and reading new output are shared: one :class:`Waiter` per followed
-execution waits on the store, reads what was committed once (into a window of
-at most :data:`WINDOW_BYTES` of recent chunks) and wakes every connection
-following it. A connection that has caught up takes its next pieces from that
-window; one further behind (a late joiner, a slow client) reads the store on
-its own until it catches up. So 500 watchers of one execution cost one store
-wait and one read per commit, not 500. Offsets are byte positions in the
-merged (``all``) stream.
+execution is poked by the store when that execution changed
+(:meth:`~outspool.store.base.Store.subscribe`: one store thread serves all of
+them, none blocks a thread per execution), reads what was committed once (into
+a window of at most :data:`WINDOW_BYTES` of recent chunks) and wakes every
+connection following it. A connection that has caught up takes its next pieces
+from that window; one further behind (a late joiner, a slow client) reads the
+store on its own until it catches up. So 500 watchers of one execution cost one
+read per commit, not 500, and a commit to one of 100 followed executions wakes
+that one's waiter only. Offsets are byte positions in the merged (``all``) stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-from collections import deque
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from outspool.models import Chunk, Execution, Stream
 from outspool.pieces import Piece
 
 BATCH = 4  # chunks read per step by one connection (each at most max_chunk_size)
-_WAIT = 1.0  # seconds a waiter waits on the store per step (also how soon it notices it is unused)
+_WAIT = 1.0  # seconds a waiter waits for a poke before reading anyway (and noticing it is unused)
 KEEPALIVE = 15.0  # seconds of silence after which a follower is sent ``None``
 WINDOW_BYTES = 4 << 20  # recent output a waiter keeps for the connections it serves
 
@@ -55,33 +57,52 @@ Item = Piece | Execution | FeedError | None
 
 
 class Waiter:
-    """Waits on the store for one execution while anyone follows it, reads what is new once
-    for all of them, and wakes them all."""
+    """Hears from the store when one execution changed while anyone follows it, reads what is
+    new once for all of them, and wakes them all."""
 
-    def __init__(self, hub: Hub, follower: Follower) -> None:
+    def __init__(self, hub: Hub, execution_id: str) -> None:
         self.hub = hub
-        self.follower = follower  # only its wait() is used
+        self.execution_id = execution_id
         self.users = 0
         self.changed = asyncio.Event()  # replaced after every wake
+        self.poked = asyncio.Event()  # set by the store when the execution may have changed
+        self.unsubscribe: Callable[[], None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.reader: Follower | None = None  # the shared reader, from where one caught up
-        self.window: deque[Chunk] = deque()  # the reader's latest chunks, in order
+        self.window: list[Chunk] = []  # the reader's latest chunks, in order, from window[head]
+        self.keys: list[int] = []  # their chunk indexes (for bisect)
+        self.head = 0  # window[:head] fell out (deleted in halves, so trimming costs O(1))
         self.window_after = -1  # the reader had read up to this chunk before window[0]
         self.window_bytes = 0
         self.record: Execution | None = None  # as the reader last read it, before its chunks
         self.ended = False  # the reader has read the last chunk of a finished execution
 
+    def subscribe(self) -> None:
+        """Have the store poke this waiter whenever the execution may have changed (its one
+        thread serves every waiter: no thread waits per execution)."""
+        loop = asyncio.get_running_loop()
+
+        def poke() -> None:  # on the store's thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self.poked.set)
+
+        self.unsubscribe = self.hub.spool.store.subscribe(self.execution_id, poke)
+
     async def run(self) -> None:
         try:
             while self.users:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.poked.wait(), _WAIT)
+                self.poked.clear()  # before reading: a commit from now on pokes again
                 try:
-                    await self.hub.in_thread(self.follower.wait, _WAIT, waiting=True)
                     await self._refresh()
                 except OutspoolError:  # the store is away: followers meet it on their reads
                     self.reader = None
                     await asyncio.sleep(_WAIT)
                 self.wake()
         finally:
+            if self.unsubscribe is not None:
+                self.unsubscribe()
             self.hub.forget(self)
 
     def wake(self) -> None:
@@ -93,7 +114,7 @@ class Waiter:
         (if none has yet)."""
         if self.reader is None:
             self.reader = follower.fork()
-            self.window.clear()
+            self.window, self.keys, self.head = [], [], 0
             self.window_after = follower.after
             self.window_bytes = 0
             self.record = follower.execution
@@ -109,9 +130,8 @@ class Waiter:
             return follower.take([], record, self.ended)
         if follower.after > reader.after:
             return None
-        keys = [chunk.chunk_index for chunk in self.window]
-        first = bisect.bisect_right(keys, follower.after)
-        chunks = [self.window[i] for i in range(first, min(first + BATCH, len(keys)))]
+        first = bisect.bisect_right(self.keys, follower.after, self.head)
+        chunks = self.window[first : first + BATCH]
         ended = self.ended and chunks[-1].chunk_index == reader.after
         return follower.take(chunks, record, ended)
 
@@ -129,11 +149,16 @@ class Waiter:
 
     def _keep(self, chunk: Chunk) -> None:
         self.window.append(chunk)
+        self.keys.append(chunk.chunk_index)
         self.window_bytes += len(chunk.stdout) + len(chunk.stderr)
-        while self.window_bytes > WINDOW_BYTES and len(self.window) > 1:
-            old = self.window.popleft()
+        while self.window_bytes > WINDOW_BYTES and len(self.window) - self.head > 1:
+            old = self.window[self.head]
+            self.head += 1
             self.window_after = old.chunk_index
             self.window_bytes -= len(old.stdout) + len(old.stderr)
+        if self.head > len(self.window) // 2:
+            del self.window[: self.head], self.keys[: self.head]
+            self.head = 0
 
 
 class Hub:
@@ -152,7 +177,7 @@ class Hub:
         return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
 
     def forget(self, waiter: Waiter) -> None:
-        key = waiter.follower.execution_id
+        key = waiter.execution_id
         if self.waiters.get(key) is waiter:
             del self.waiters[key]
 
@@ -162,9 +187,10 @@ class Hub:
         key = follower.execution_id
         waiter = self.waiters.get(key)
         if waiter is None:
-            waiter = self.waiters[key] = Waiter(self, follower)
+            waiter = self.waiters[key] = Waiter(self, key)
         waiter.users += 1
         if waiter.task is None:
+            waiter.subscribe()  # before the follower's first read: no commit falls between
             waiter.task = asyncio.create_task(waiter.run(), name=f"outspool-wait-{key}")
         try:
             yield waiter

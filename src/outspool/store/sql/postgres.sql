@@ -213,6 +213,13 @@ WITH changed AS (
 )
 SELECT pg_notify('outspool', id) FROM changed;
 
+-- name: watched_executions
+-- What a follower sees of each execution in :ids (a JSON array of IDs): a poller compares
+-- these columns between commits to tell whose followers to wake.
+SELECT id, status, chunk_count, stdout_size, stderr_size, progress, progress_percent,
+       started_at, finished_at
+FROM executions WHERE id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb));
+
 -- name: get_execution
 SELECT * FROM executions WHERE id = %(id)s;
 

@@ -187,6 +187,13 @@ UPDATE executions SET status = :status, exit_code = :exit_code, signal = :signal
                       secrets = NULL
 WHERE id = :id AND status IN ('queued', 'running', 'lost');
 
+-- name: watched_executions
+-- What a follower sees of each execution in :ids (a JSON array of IDs): a poller compares
+-- these columns between commits to tell whose followers to wake.
+SELECT id, status, chunk_count, stdout_size, stderr_size, progress, progress_percent,
+       started_at, finished_at
+FROM executions WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: get_execution
 SELECT * FROM executions WHERE id = :id;
 
