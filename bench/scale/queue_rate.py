@@ -57,7 +57,14 @@ def _one(backend: str, work: Path, workers: int, jobs: int) -> dict[str, Any]:
         return _drain(url, work, workers, jobs)
 
 
-def _drain(url: str, work: Path, workers: int, jobs: int) -> dict[str, Any]:
+def _drain(
+    url: str,
+    work: Path,
+    workers: int,
+    jobs: int,
+    sandbox: str = "none",
+    concurrency: int = CONCURRENCY,
+) -> dict[str, Any]:
     from outspool import Outspool
 
     command = ["sh", "-c", 'echo "$OUTSPOOL_EXECUTION_ID"']
@@ -68,10 +75,10 @@ def _drain(url: str, work: Path, workers: int, jobs: int) -> dict[str, Any]:
     began = time.monotonic()
     procs = [
         subprocess.Popen(
-            [OUTSPOOL, "worker", "--db", url, "--burst", "--concurrency", str(CONCURRENCY)],
+            [OUTSPOOL, "worker", "--db", url, "--burst", "--concurrency", str(concurrency)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "OUTSPOOL_SANDBOX": "none"},
+            env={**os.environ, "OUTSPOOL_SANDBOX": sandbox},
         )
         for _ in range(workers)
     ]
@@ -134,3 +141,35 @@ def _section(
     if name:
         section.plots.append(name)
     return section
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One configuration, printed as JSON: what a change to the worker is measured with."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m bench.scale.queue_rate", description=__doc__)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument("--sandbox", choices=("none", "bwrap"), default="none")
+    args = parser.parse_args(argv)
+    work = fresh_dir("queue-one")
+    try:
+        if args.backend == "sqlite":
+            url = str(work / "q.db")
+            found = _drain(url, work, args.workers, args.jobs, args.sandbox, args.concurrency)
+        else:
+            with pg_schema("queueone") as url:
+                found = _drain(url, work, args.workers, args.jobs, args.sandbox, args.concurrency)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    with open("/proc/loadavg") as f:
+        found["loadavg"] = f.read().split()[:3]
+    print(json.dumps({**vars(args), **found}))
+    return 0 if found["exactly_once"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

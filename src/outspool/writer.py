@@ -24,7 +24,6 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 from outspool.buffer import FlushPolicy, OutputBuffer
 from outspool.codec import Encoder, decode
@@ -33,7 +32,7 @@ from outspool.linetimes import base_ms
 from outspool.models import Chunk, Outcome, Stream
 from outspool.progress import Monitor, Progress, compile_patterns
 from outspool.settings import Settings
-from outspool.store.base import OutputUpdate, Store, WriteBatch
+from outspool.store.base import Ended, OutputUpdate, Started, Store, WriteBatch
 from outspool.window import Limit, Window, effective, plan
 
 Clock = Callable[[], float]
@@ -43,6 +42,11 @@ Segments = list[tuple[Stream, bytes]]
 log = logging.getLogger("outspool.writer")
 
 
+#: An execution's output is also kept in memory up to this many bytes, so that its inline
+#: copy (``max_inline_output``) is written with its end, in the same group commit, instead
+#: of read back from the store in a transaction of its own.
+KEPT_INLINE = 8 << 10
+
 #: Upper bounds (seconds) of the commit latency histogram's buckets.
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -51,7 +55,8 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 class WriterStats:
     """Counters for benchmarks, diagnostics and ``/metrics``."""
 
-    commits: int = 0
+    commits: int = 0  #: commits of output
+    transactions: int = 0  #: every write transaction (starts and ends ride commits of output)
     chunks: int = 0
     raw_bytes: int = 0
     stored_bytes: int = 0
@@ -89,6 +94,8 @@ class Sink:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.interrupted = False  # set by interrupt(), cleared by the reserve it ends
+        # the output so far while small and whole (writer thread only); None past that
+        self.kept: tuple[bytearray, bytearray] | None = (bytearray(), bytearray())
 
     def reserve(self, wanted: int, timeout: float | None = None) -> int:
         """Room for the next read: blocks while the process holds too much (backpressure).
@@ -125,15 +132,23 @@ class Sink:
         return len(data) - dropped
 
     @property
+    def whole(self) -> bool:
+        """No stream went past its limit's head: every byte written is stored, no tail
+        window to slide or cut."""
+        return all(w.limit is None or w.written <= w.limit.head for w in self.windows.values())
+
+    @property
     def dropped(self) -> tuple[int, int]:
         return self.windows[Stream.STDOUT].dropped, self.windows[Stream.STDERR].dropped
 
     def started(self, pid: int | None, started_at: float, worker_id: str | None) -> None:
-        """Record that the program started (committed by the writer, before any output)."""
+        """Record that the program started (committed by the writer, before any output,
+        with the next group commit: within ``idle_flush_delay``)."""
         self._writer.request_started(self.execution_id, pid, started_at, worker_id)
 
     def finish(self, outcome: Outcome, timeout: float | None = None) -> None:
-        """Commit what is pending, then record ``outcome``; returns once stored."""
+        """Commit what is pending, then record ``outcome``; returns once stored (in the
+        writer's next group commit, with the output and ends of other executions)."""
         self._writer.request_finish(self, outcome)
         if not self.done.wait(timeout):
             raise StoreError(f"output of {self.execution_id} could not be stored in time")
@@ -160,7 +175,8 @@ class Writer:
         self._cond = threading.Condition()
         self._sinks: dict[str, Sink] = {}
         self._finishing: list[Sink] = []
-        self._starting: list[tuple[str, int | None, float, str | None]] = []
+        self._starting: list[Started] = []
+        self._starts_due: float | None = None  # when the oldest start waiting is due
         self._pending = 0
         self._reserved = 0  # room granted to reads in progress
         self._stopping = False
@@ -267,8 +283,10 @@ class Writer:
         self, execution_id: str, pid: int | None, started_at: float, worker_id: str | None
     ) -> None:
         with self._cond:
-            self._starting.append((execution_id, pid, started_at, worker_id))
-            self._cond.notify_all()
+            self._starting.append(Started(execution_id, pid, started_at, worker_id))
+            if self._starts_due is None:  # batched like output: it rides the next commit
+                self._starts_due = self._clock() + self.settings.idle_flush_delay
+                self._cond.notify_all()
 
     def request_finish(self, sink: Sink, outcome: Outcome) -> None:
         with self._cond:
@@ -306,33 +324,71 @@ class Writer:
             ]
             finishing, self._finishing = self._finishing, []
             starting, self._starting = self._starting, []
-        for start in starting:
-            self._retry("record the start of", partial(self.store.mark_running, *start))
+            self._starts_due = None
         size = sum(len(d) for _, (segs, _), _ in taken for _, d in segs)
-        if taken:
-            batch = self._encode(taken)
+        batch = self._encode(taken)
+        batch.started.extend(starting)  # in the same commit as their output, before it
+        now = time.time()
+        ended: list[Sink] = []
+        later: list[Sink] = []
+        for sink in finishing:  # all their output was taken above: their end comes after it
+            end = self._ended(sink, now)
+            if end is None:
+                later.append(sink)
+            else:
+                batch.ended.append(end)
+                ended.append(sink)
+        if taken or starting or ended:
             began = time.monotonic()
-            self._retry("write output to", lambda: self.store.write(batch))
-            self.stats.observe_commit(time.monotonic() - began)
+            self._retry("write output to", lambda: self._write(batch))
+            if taken:
+                self.stats.observe_commit(time.monotonic() - began)
         with self._cond:
             self._pending -= size
+            for sink in ended:
+                self._sinks.pop(sink.execution_id, None)
             self._cond.notify_all()
-        for sink in finishing:
+        for sink in ended:  # committed: their capture may report the end now
+            sink.done.set()
+        for sink in later:
             self._finish(sink)
         return True
+
+    def _write(self, batch: WriteBatch) -> None:
+        self.store.write(batch)
+        self.stats.transactions += 1
+
+    def _ended(self, sink: Sink, now: float) -> Ended | None:
+        """A finishing execution's end, to commit with this step's output; None if it needs
+        the store first (tails to cut, or an inline copy to read back)."""
+        assert sink.outcome is not None
+        if not sink.whole:
+            return None
+        limit = self.settings.max_inline_output
+        inline = None
+        if sink.offsets[0] <= limit and sink.offsets[1] <= limit:
+            if sink.kept is None:
+                return None
+            inline = (bytes(sink.kept[0]), bytes(sink.kept[1]))
+        return Ended(sink.execution_id, sink.outcome, now, inline)
 
     def _wait_for_work(self) -> bool:
         """Under the lock: wait until something is due; False when stopped and drained."""
         while True:
             now = self._clock()
             pending = [s for s in self._sinks.values() if s.buffer.size]
-            if self._finishing or self._starting or any(s.buffer.due(now) for s in pending):
+            starts_due = self._starts_due
+            if self._finishing or any(s.buffer.due(now) for s in pending):
+                return True
+            if starts_due is not None and now >= starts_due:
                 return True
             if pending and self._pending + self._reserved >= self.settings.max_pending_bytes:
                 return True  # a capture waits for room: tail bytes cannot wait for their delay
             if self._stopping:
-                return bool(pending)
+                return bool(pending or self._starting)
             deadlines = [d for s in pending if (d := s.buffer.deadline()) is not None]
+            if starts_due is not None:
+                deadlines.append(starts_due)
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             self._cond.wait(timeout)
 
@@ -373,6 +429,12 @@ class Writer:
             self.stats.raw_bytes += record.stdout_size + record.stderr_size
             self.stats.stored_bytes += len(record.stdout or b"") + len(record.stderr or b"")
         sink.offsets = offsets
+        if sink.kept is not None:  # the segments are the whole output so far, in order
+            if offsets[0] + offsets[1] > KEPT_INLINE or not sink.whole:
+                sink.kept = None
+            else:
+                for stream, data in segments:
+                    sink.kept[stream - 1].extend(data)
         for stream, window in sink.windows.items():
             batch.trims.extend((sink.execution_id, i) for i in window.slide(offsets[stream - 1]))
 
@@ -408,7 +470,7 @@ class Writer:
             window.recut(start + cut)
         if batch.chunks:
             batch.updates.append(_update(sink, time.time(), None))
-            self.store.write(batch)
+            self._write(batch)
 
     def _finish(self, sink: Sink) -> None:
         assert sink.outcome is not None
@@ -422,6 +484,7 @@ class Writer:
                 if whole and sink.offsets[0] <= limit and sink.offsets[1] <= limit:
                     inline = self._read_back(sink.execution_id)
                 self.store.finish(sink.execution_id, outcome, time.time(), inline)
+                self.stats.transactions += 1
 
             self._retry("trim the output in", lambda: self._cut_tails(sink))
             self._retry("record the end of", finish)

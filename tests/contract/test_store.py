@@ -15,6 +15,7 @@ from outspool.models import Outcome, Status, Stream
 from outspool.progress import Progress
 from outspool.settings import Settings
 from outspool.store import OutputUpdate, Store, WriteBatch, open_store
+from outspool.store.base import Ended, Started
 from outspool.store.core import SqlStore
 from tests.contract.conftest import OpenStore, store_url
 
@@ -293,3 +294,45 @@ def test_opening_without_create_refuses_a_missing_store_and_creates_nothing(
             assert reader.get("e").id == "e"
         finally:
             reader.close()
+
+
+def test_one_write_records_the_start_the_output_and_the_end(store: Store) -> None:
+    store.create(new(), "e", 1.0, Status.QUEUED)
+    chunk = raw_chunk("e", 0, (0, 0), b"out", b"err")
+    end = Ended("e", Outcome(Status.FAILED, 3, None, "exited with code 3"), 7.0, (b"out", b"err"))
+    store.write(
+        WriteBatch(
+            [chunk],
+            [OutputUpdate("e", 3, 3, 1, 6.0)],
+            started=[Started("e", 4242, 5.0, None)],
+            ended=[end],
+        )
+    )
+    got = store.get("e")
+    assert (got.status, got.exit_code, got.reason, got.pid, got.started_at) == (
+        Status.FAILED,
+        3,
+        "exited with code 3",
+        4242,
+        5.0,
+    )
+    assert (got.finished_at, got.stdout_size, got.output_truncated) == (7.0, 3, False)
+    assert [(decode(r).stdout, decode(r).stderr) for r in store.chunks_after("e", -1, 9)] == [
+        (b"out", b"err")
+    ]
+
+
+def test_a_write_that_fails_records_neither_start_nor_end(store: Store) -> None:
+    store.create(new(), "e", 1.0, Status.QUEUED)
+    orphan = raw_chunk("no-such-execution", 0, (0, 0), b"x", b"")  # refused: no such row
+    with pytest.raises(StoreError):
+        store.write(
+            WriteBatch(
+                [orphan],
+                [],
+                started=[Started("e", 4242, 5.0, None)],
+                ended=[Ended("e", Outcome(Status.SUCCEEDED, 0), 7.0, None)],
+            )
+        )
+    got = store.get("e")
+    assert (got.status, got.pid, got.finished_at) == (Status.QUEUED, None, None)

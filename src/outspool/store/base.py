@@ -62,13 +62,36 @@ class OutputUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class Started:
+    """A program that started: the ``executions`` columns :meth:`Store.mark_running` sets."""
+
+    execution_id: str
+    pid: int | None
+    started_at: float
+    worker_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """An execution's end, as :meth:`Store.finish` records it."""
+
+    execution_id: str
+    outcome: Outcome
+    finished_at: float
+    inline: tuple[bytes, bytes] | None  #: the whole output when small, else None
+
+
+@dataclass(frozen=True, slots=True)
 class WriteBatch:
-    """Everything one group commit writes: new chunks of any executions, and their totals."""
+    """Everything one group commit writes: programs that started, new chunks of any
+    executions and their totals, then executions that ended, in that order."""
 
     chunks: list[ChunkRecord]
     updates: list[OutputUpdate]
     #: ``(execution_id, chunk_index)`` of chunks to delete first (a tail window sliding).
     trims: list[tuple[str, int]] = field(default_factory=list)
+    started: list[Started] = field(default_factory=list)  #: recorded before any output
+    ended: list[Ended] = field(default_factory=list)  #: recorded after all output
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +137,7 @@ class Store(Protocol):
         ...
 
     def write(self, batch: WriteBatch) -> None:
-        """Append chunks and update totals, in one transaction."""
+        """Record starts, append chunks, update totals, record ends: one transaction."""
         ...
 
     def finish(

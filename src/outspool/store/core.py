@@ -30,8 +30,10 @@ from outspool.store import queries
 from outspool.store.base import (
     CHECKSUMS,
     SCHEMA_VERSION,
+    Ended,
     Finished,
     LostExecution,
+    Started,
     StoreStats,
     WriteBatch,
 )
@@ -224,7 +226,7 @@ class SqlStore(abc.ABC):
     def mark_running(
         self, execution_id: str, pid: int | None, started_at: float, worker_id: str | None
     ) -> None:
-        params = {"id": execution_id, "pid": pid, "started_at": started_at, "worker_id": worker_id}
+        params = _started_row(Started(execution_id, pid, started_at, worker_id))
         with self._statement("write to") as cur:
             cur.execute(self.sql["mark_running"], params)
 
@@ -251,8 +253,12 @@ class SqlStore(abc.ABC):
             for u in batch.updates
             if u.progress is not None
         ]
+        started = [_started_row(s) for s in batch.started]
+        ended = [_ended_row(e) for e in batch.ended]
         files: dict[str, list[str]] = {}
         with self._transaction("write to") as cur:
+            if started:  # before any output: a reader never sees output of a program not started
+                cur.executemany(self.sql["mark_running"], started)
             for execution_id, index in batch.trims:  # a tail window slid: first, so that a
                 params = {"execution_id": execution_id, "chunk_index": index}  # cut can replace
                 cur.execute(self.sql["delete_chunk"], params)
@@ -266,8 +272,12 @@ class SqlStore(abc.ABC):
             ):
                 if rows:
                     cur.executemany(self.sql[name], rows)
+            if ended:  # after all the output: an ended execution's output is complete
+                cur.executemany(self.sql["finish_execution"], ended)
         if files:
             self._removed(files)  # after the commit: a failed one keeps them
+        for end in batch.ended:  # no chunk will come: its payload file can be closed
+            self._finishing(end.execution_id)
 
     def finish(
         self,
@@ -277,17 +287,7 @@ class SqlStore(abc.ABC):
         inline: tuple[bytes, bytes] | None,
     ) -> bool:
         self._finishing(execution_id)
-        params: dict[str, Any] = {
-            "id": execution_id,
-            "status": outcome.status.value,
-            "exit_code": outcome.exit_code,
-            "signal": outcome.signal,
-            "reason": outcome.reason,
-            "finished_at": finished_at,
-            "output_truncated": inline is None,
-            "stdout": inline[0] if inline else None,
-            "stderr": inline[1] if inline else None,
-        }
+        params = _ended_row(Ended(execution_id, outcome, finished_at, inline))
         return self._changed("finish_execution", params)
 
     def get(self, execution_id: str) -> Execution:
@@ -519,6 +519,32 @@ def execution_row(
         "secrets": json.dumps(dict(job.secrets)) if job.secrets else None,
         "labels": json.dumps(dict(job.labels)) if job.labels else None,
         "max_output": job.max_output,
+    }
+
+
+def _started_row(start: Started) -> dict[str, Any]:
+    """The ``mark_running`` parameters of one start."""
+    return {
+        "id": start.execution_id,
+        "pid": start.pid,
+        "started_at": start.started_at,
+        "worker_id": start.worker_id,
+    }
+
+
+def _ended_row(end: Ended) -> dict[str, Any]:
+    """The ``finish_execution`` parameters of one ending."""
+    outcome, inline = end.outcome, end.inline
+    return {
+        "id": end.execution_id,
+        "status": outcome.status.value,
+        "exit_code": outcome.exit_code,
+        "signal": outcome.signal,
+        "reason": outcome.reason,
+        "finished_at": end.finished_at,
+        "output_truncated": inline is None,
+        "stdout": inline[0] if inline else None,
+        "stderr": inline[1] if inline else None,
     }
 
 
