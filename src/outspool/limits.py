@@ -122,7 +122,7 @@ class Cgroup:
     @classmethod
     def create(cls, name: str, limits: Limits) -> Cgroup | None:
         """Make the execution's cgroup; None where this machine or user cannot."""
-        knobs = _knobs(name)
+        knobs = _knobs(name, limits)
         if knobs is None:
             return None
         group = cls(knobs)
@@ -185,7 +185,11 @@ def _parents() -> tuple[str | None, str | None, str | None]:
     return _v2_dir(), _v1_dir("memory"), _v1_dir("pids")
 
 
-def _knobs(name: str) -> list[_Knob] | None:
+def _knobs(name: str, limits: Limits) -> list[_Knob] | None:
+    """The controllers' files of the execution's cgroup; with v1, the memory hierarchy only
+    for a memory limit (a memory cgroup made and removed costs the kernel about half a
+    millisecond of CPU, most of a trivial job's cgroup cost; the pids one holds every
+    process either way)."""
     v2, memory, pids = _parents()
     if v2 is not None:
         d = os.path.join(v2, name)
@@ -195,16 +199,17 @@ def _knobs(name: str) -> list[_Knob] | None:
         ]
     if memory is None or pids is None or not os.access(memory, os.W_OK):
         return None
-    return [
-        _Knob(
+    knobs = [_Knob(os.path.join(pids, name), "pids.max", "pids.events", "max", PROCESSES)]
+    if limits.memory is not None:  # first: memory is the limit named when both were hit
+        memory_knob = _Knob(
             os.path.join(memory, name),
             "memory.limit_in_bytes",
             "memory.oom_control",
             "oom_kill",
             MEMORY,
-        ),
-        _Knob(os.path.join(pids, name), "pids.max", "pids.events", "max", PROCESSES),
-    ]
+        )
+        knobs.insert(0, memory_knob)
+    return knobs
 
 
 def _write(path: str, value: str) -> None:

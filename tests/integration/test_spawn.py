@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from outspool.errors import SpawnError
-from outspool.limits import Cgroup, Limits
+from outspool.limits import MEMORY, PROCESSES, Cgroup, Limits
 from outspool.process import Child, ChildSetup, spawn
 from tests.conftest import SpawnCli
 from tests.helpers import alive, wait_until
@@ -71,6 +71,25 @@ def test_both_ways_join_the_cgroup_before_the_program(slow: bool) -> None:
     finally:
         group.kill_all()
         group.remove()
+
+
+def test_a_memory_cgroup_is_made_only_for_a_memory_limit() -> None:
+    plain = Cgroup.create(f"outspool-test-{os.getpid()}-plain", Limits(processes=64))
+    if plain is None:
+        pytest.skip("this machine or user cannot make a cgroup")
+    both = Limits(processes=64, memory=64 << 20)
+    limited = Cgroup.create(f"outspool-test-{os.getpid()}-mem", both)
+    try:
+        assert limited is not None
+        if len(limited.directories) == 1:
+            pytest.skip("cgroup v2: one directory holds both controllers")
+        assert [k.reason for k in plain.knobs] == [PROCESSES]
+        assert len(plain.directories) == 1
+        assert [k.reason for k in limited.knobs] == [MEMORY, PROCESSES]
+    finally:
+        for group in (plain, limited):
+            if group is not None:
+                group.remove()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to become another user)")
