@@ -680,7 +680,7 @@ def submit(db: str | None, command: tuple[str, ...], **options: Any) -> None:
     "-c",
     type=click.IntRange(min=1, max=1024),
     metavar="N",
-    help="Run up to N programs at once [default: CPU count].",
+    help="Run up to N programs at once [default: CPU count, 4x that when sandboxed].",
 )
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @click.option(

@@ -205,6 +205,25 @@ def test_programs_get_a_clean_environment_and_a_fresh_directory(
     assert not Path(cwd).exists()  # removed afterwards
 
 
+def test_a_directory_left_full_is_removed_too(db_url: str, run_cli: RunCli) -> None:
+    job = Job(command=("sh", "-c", "mkdir -p a/b && echo x > a/b/f && echo y > g && pwd"))
+    (execution_id,) = queue_jobs(db_url, [job])
+    assert run_cli("worker", "--db", db_url, "--burst").rc == 0
+    cwd = stored(db_url, execution_id).decode().strip()
+    assert "outspool-" in cwd
+    assert not Path(cwd).exists()
+
+
+def test_sandboxed_workers_default_to_four_slots_per_cpu(tmp_path: Path) -> None:
+    from outspool.worker import Worker
+
+    cpus = os.cpu_count() or 1
+    db = str(tmp_path / "slots.db")
+    assert Worker(db, Settings.load(sandbox="bwrap")).concurrency == 4 * cpus
+    assert Worker(db, Settings.load(sandbox="none")).concurrency == cpus
+    assert Worker(db, Settings.load(sandbox="bwrap"), concurrency=3).concurrency == 3
+
+
 def test_resource_limits_apply_to_programs(db_url: str, run_cli: RunCli) -> None:
     code = "import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
     (execution_id,) = queue_jobs(db_url, [Job(language="python", code=code)])
