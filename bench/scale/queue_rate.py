@@ -62,6 +62,7 @@ def _drain(
     work: Path,
     workers: int,
     jobs: int,
+    *,
     sandbox: str = "none",
     concurrency: int = CONCURRENCY,
 ) -> dict[str, Any]:
@@ -156,13 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox", choices=("none", "bwrap"), default="none")
     args = parser.parse_args(argv)
     work = fresh_dir("queue-one")
+    options: dict[str, Any] = {"sandbox": args.sandbox, "concurrency": args.concurrency}
     try:
         if args.backend == "sqlite":
             url = str(work / "q.db")
-            found = _drain(url, work, args.workers, args.jobs, args.sandbox, args.concurrency)
+            found = _drain(url, work, args.workers, args.jobs, **options)
         else:
             with pg_schema("queueone") as url:
-                found = _drain(url, work, args.workers, args.jobs, args.sandbox, args.concurrency)
+                found = _drain(url, work, args.workers, args.jobs, **options)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     with open("/proc/loadavg") as f:
