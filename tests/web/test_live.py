@@ -317,3 +317,15 @@ def test_a_follower_left_behind_the_window_reads_the_store_itself(
     for items in [behind, *others]:
         assert b"".join(i.data for i in items if isinstance(i, Piece)) == stored
         assert isinstance(items[-1], Execution) and items[-1].status is Status.SUCCEEDED
+
+
+def test_pieces_at_the_same_offsets_of_two_executions_stay_apart(
+    spool: Outspool, client: httpx.Client
+) -> None:
+    """The hub encodes a piece once for every connection that sends it, by execution and
+    place: two outputs of the same length, in the same pieces, each reach their own followers."""
+    runs = [spool.run(["printf", text]) for text in ("AAAA\n", "BBBB\n", "\xff\xfe\n")]
+    for _ in range(2):
+        for ex in runs:
+            found = collect(client, f"/api/executions/{ex.id}/events")
+            assert output_of(found) == spool.read(ex.id)

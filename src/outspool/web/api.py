@@ -355,7 +355,16 @@ def _split(data: bytes, size: int) -> Iterator[tuple[int, bytes]]:
         start = end
 
 
-async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[str]:
+def _output_events(piece: Piece) -> bytes:
+    """The ``output`` events of a piece, each of at most :data:`EVENT_PIECE` bytes."""
+    events = []
+    for start, data in _split(piece.data, EVENT_PIECE):
+        at = piece.start + start
+        events.append(_event("output", _piece_json(piece.stream, at, data), at + len(data)))
+    return "".join(events).encode()
+
+
+async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[str | bytes]:
     shown: Execution | None = None
     yield "retry: 1000\n\n"
     async for item in hub.follow(ex, offset):
@@ -364,9 +373,7 @@ async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[str]:
         elif isinstance(item, Piece) and item.dropped:  # bytes not kept: say where
             yield _event("gap", _piece_json(item.stream, item.start, b"", item.dropped), item.end)
         elif isinstance(item, Piece):
-            for start, data in _split(item.data, EVENT_PIECE):
-                body = _piece_json(item.stream, item.start + start, data)
-                yield _event("output", body, item.start + start + len(data))
+            yield hub.encoded(ex.id, item, _output_events)
         elif isinstance(item, FeedError):
             yield _event("problem", {"error": item.message})
         else:

@@ -42,6 +42,8 @@ BATCH = 4  # chunks read per step by one connection (each at most max_chunk_size
 _WAIT = 1.0  # seconds a waiter waits for a poke before reading anyway (and noticing it is unused)
 KEEPALIVE = 15.0  # seconds of silence after which a follower is sent ``None``
 WINDOW_BYTES = 4 << 20  # recent output a waiter keeps for the connections it serves
+ENCODED_BYTES = 4 << 20  # encoded events the hub keeps for connections sending the same piece
+ENCODED_PIECE = 64 << 10  # ... each of a piece of at most this many bytes
 
 T = TypeVar("T")
 
@@ -169,6 +171,22 @@ class Hub:
         self.waiters: dict[str, Waiter] = {}
         self._limits: dict[bool, anyio.CapacityLimiter] = {}
         self._max = {True: max_waiters, False: max_reads}
+        self._encoded: dict[tuple[str, int, Stream, int], bytes] = {}  # oldest first
+        self._encoded_bytes = 0
+
+    def encoded(self, execution_id: str, piece: Piece, encode: Callable[[Piece], bytes]) -> bytes:
+        """``encode(piece)``, made once for all the connections that send that piece (the
+        bytes at an offset never change; the newest :data:`ENCODED_BYTES` are kept)."""
+        if len(piece.data) > ENCODED_PIECE or piece.dropped:
+            return encode(piece)
+        key = (execution_id, piece.start, piece.stream, len(piece.data))
+        found = self._encoded.get(key)
+        if found is None:
+            found = self._encoded[key] = encode(piece)
+            self._encoded_bytes += len(found)
+            while self._encoded_bytes > ENCODED_BYTES:
+                self._encoded_bytes -= len(self._encoded.pop(next(iter(self._encoded))))
+        return found
 
     async def in_thread(self, func: Callable[..., T], *args: object, waiting: bool = False) -> T:
         limiter = self._limits.get(waiting)
@@ -252,7 +270,8 @@ class Hub:
 async def _woken(changed: asyncio.Event) -> bool:
     """Wait for a wake-up; False after :data:`KEEPALIVE` seconds without one."""
     try:
-        await asyncio.wait_for(changed.wait(), KEEPALIVE)
+        async with asyncio.timeout(KEEPALIVE):  # a timer, not a task per wait as wait_for
+            await changed.wait()
     except TimeoutError:
         return False
     return True
