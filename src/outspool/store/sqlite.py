@@ -293,6 +293,9 @@ class SqliteStore(SqlStore):
         return poller.subscribe(execution_id, changed)
 
 
+_UNSEEN = ("unseen",)  # a row no poll has read yet (a missing row reads as None)
+
+
 class _Poller:
     """Tells subscribers which executions changed: one thread and connection per store.
 
@@ -363,12 +366,14 @@ class _Poller:
                     self._call(ids)
                     self._stopping.wait(self.RETRY)
                     continue
-                self._call(
-                    [i for i in ids if i not in self._seen or self._seen[i] != rows.get(i)], rows
-                )
+                seen = self._seen  # (cancel() may drop an entry meanwhile)
+                self._call([i for i in ids if seen.get(i, _UNSEEN) != rows.get(i)], rows)
         finally:
             if conn is not None:
                 conn.close()
+            with self._lock:  # however it ended, the next subscription starts another
+                if self._thread is threading.current_thread():
+                    self._thread = None
 
     def _rows(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[Any, ...]]:
         found: dict[str, tuple[Any, ...]] = {}
@@ -383,9 +388,12 @@ class _Poller:
         with self._lock:
             called = []
             for execution_id in ids:
+                mine = self._subscribers.of.get(execution_id)
+                if mine is None:
+                    continue  # cancelled meanwhile
                 if rows is not None:
                     self._seen[execution_id] = rows.get(execution_id)
-                called += self._subscribers.of.get(execution_id, [])
+                called += mine
         for changed in called:
             changed()
 
