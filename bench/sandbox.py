@@ -4,7 +4,8 @@
 ``sandbox`` scenario. Each figure is measured with and without the sandbox in the same
 process, runs interleaved, and reported as a ratio:
 
-- jobs/s: a library ``Worker`` (concurrency 2, burst) runs N queued ``true`` jobs;
+- jobs/s: a library ``Worker`` (``--slots``, default 2, burst) runs N queued ``true`` jobs
+  (a sandboxed ``outspool worker`` defaults to 4 slots per CPU: ``--slots 8`` on 2 cores);
 - start-up per job: median wall time of ``Outspool.run(["true"])`` one after another
   (create the record, spawn, capture, record the end), the sandbox's minus none's;
 - the floor: ``bwrap`` with the same command line started alone (``subprocess``, no
@@ -66,11 +67,11 @@ def _settings(mode: str) -> Settings:
     return Settings.load(sandbox=mode, kill_grace=0.5, drain_grace=0.5)
 
 
-def jobs_per_second(mode: str, db: Path, jobs: int) -> float:
+def jobs_per_second(mode: str, db: Path, jobs: int, slots: int = 2) -> float:
     with Outspool(str(db), _settings(mode)) as spool:
         for _ in range(jobs):
             spool.submit(Job(command=("true",)))
-    worker = Worker(str(db), _settings(mode), concurrency=2, burst=True)
+    worker = Worker(str(db), _settings(mode), concurrency=slots, burst=True)
     began = time.perf_counter()
     worker.run()
     return jobs / (time.perf_counter() - began)
@@ -134,9 +135,9 @@ def _median(found: dict[str, list[float]]) -> dict[str, float]:
     return {m: statistics.median(v) for m, v in found.items()}
 
 
-def run(jobs: int = 200, mib: int = 64, rounds: int = 3) -> list[Row]:
+def run(jobs: int = 200, mib: int = 64, rounds: int = 3, slots: int = 2) -> list[Row]:
     """The scenario: one row per mode; the bwrap row carries the ratios in its note."""
-    rate = _median(_interleaved(lambda m, db: jobs_per_second(m, db, jobs), rounds))
+    rate = _median(_interleaved(lambda m, db: jobs_per_second(m, db, jobs, slots), rounds))
     both = _interleaved(lambda m, db: startup_seconds(m, db, 30), rounds)
     start = _median({m: [w for w, _ in v] for m, v in both.items()})
     cpu = _median({m: [c for _, c in v] for m, v in both.items()})
@@ -168,9 +169,9 @@ def run(jobs: int = 200, mib: int = 64, rounds: int = 3) -> list[Row]:
     return rows
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Row], slots: int = 2) -> str:
     lines = [
-        "| mode | jobs/s (2 slots) | run of `true`: wall ms | CPU ms | added wall ms"
+        f"| mode | jobs/s ({slots} slots) | run of `true`: wall ms | CPU ms | added wall ms"
         " | added CPU ms | started alone: wall ms | CPU ms | capture MB/s | notes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -191,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slots", type=int, default=2, help="the worker's concurrency")
     args = parser.parse_args(argv)
-    print(table(run(args.jobs, args.mib, args.rounds)))
+    print(table(run(args.jobs, args.mib, args.rounds, args.slots), args.slots))
     return 0
 
 
