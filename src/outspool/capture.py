@@ -1,9 +1,12 @@
 """Reading a program's pipes into its sink, until it ends.
 
-One loop per execution waits on the program's stdout and stderr (or its pty),
-on its exit (a pidfd) and on a wake-up pipe for cancellation. Each read goes to
-the sink whole and unchanged (bytes, never decoded), in the order the reads
-happened, and optionally to an echo fd (``outspool run`` shows output live).
+Every execution of a process is read by one thread, :mod:`outspool.loop`: one
+epoll over every program's stdout and stderr (or its pty) and its exit (a
+pidfd). A :class:`Capture` is one execution's part of it: its reads, its
+deadlines, its stop. Each read goes to the sink whole and unchanged (bytes,
+never decoded), in the order the reads happened, and optionally to an echo fd
+(``outspool run`` shows output live). :meth:`Capture.run` blocks the calling
+thread until the program has ended, then reaps it.
 
 The program's end is decided here, not by the pipes closing: once the main
 process has exited, output is drained for ``drain_grace`` seconds, then the
@@ -11,26 +14,26 @@ process group is killed so a background grandchild holding the pipe open cannot
 hang the execution. A timeout or a cancellation stops the group with SIGTERM,
 then SIGKILL after ``kill_grace``, while output keeps being read.
 
-Every wait of the loop is bounded by its next deadline and ended by a stop
-request: waiting for room while the store is behind (bounded pending memory, a
-full disk) and waiting for outspool's own stdout to take the echo. So a timeout,
-a cancel or a signal acts on the program whatever the capture is blocked on; an
-echo that nobody reads is given up once the program is being stopped (the
-output is stored whole all the same).
+Nothing here waits: with no room in the store (bounded pending memory, a full
+disk) the execution's pipes are not polled until the writer frees some, and an
+echo its reader does not take is kept while the pipes are not polled until the
+echo's fd takes more. Its deadlines and stop requests act meanwhile, so a
+timeout, a cancel or a signal acts on the program whatever the capture is held
+up by; an echo that nobody reads is given up once the program is being stopped
+(the output is stored whole all the same). Time held up so after the program
+exited is not drain time (output was waiting).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import select
-import selectors
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 
+from outspool import loop as _loop
 from outspool.echo import Echo
 from outspool.masking import Masker
 from outspool.models import Outcome, Status, Stream
@@ -38,7 +41,7 @@ from outspool.process import Child, is_eof_error
 from outspool.writer import Sink
 
 _SMALL_READ = 4096  # a read smaller than this means the program writes in small pieces
-_COALESCE = 0.001  # seconds to wait after one, so the next read takes many lines at once
+_NO_PIDFD_POLL = 0.05  # without a pidfd, look at the process this often
 
 
 @dataclass
@@ -51,7 +54,10 @@ class StopRequest:
 
 
 class Capture:
-    """Drives one child's output into one sink. ``run()`` blocks until the program ends."""
+    """Drives one child's output into one sink. ``run()`` blocks until the program ends.
+
+    The methods after ``run`` are called on the loop's thread only.
+    """
 
     def __init__(
         self,
@@ -64,6 +70,7 @@ class Capture:
         drain_grace: float = 2.0,
         echo: dict[Stream, int] | None = None,
         maskers: dict[Stream, Masker] | None = None,
+        loop: _loop.Loop | None = None,
     ) -> None:
         self.child = child
         self.sink = sink
@@ -73,8 +80,7 @@ class Capture:
         self._drain_grace = drain_grace
         self._echo = Echo(echo or {})
         self._maskers = dict(maskers or {})
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self._loop = loop or _loop.shared()
         self._stop: StopRequest | None = None
         self._lock = threading.Lock()
         self._killed = False
@@ -82,6 +88,14 @@ class Capture:
         self._started = time.monotonic()
         self._exited_at: float | None = None  # when the main process exited
         self._stop_sent: float | None = None  # when SIGTERM went to the group
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        # loop thread only
+        self._attached = False
+        self._finished = False
+        self._held: str | None = None  # "room" (store full) or "echo": pipes not polled
+        self._held_since = 0.0
+        self._echo_fd: int | None = None  # watched for writing while the echo waits
 
     def request_stop(self, status: Status, reason: str, force: bool = False) -> None:
         """Stop the program (SIGTERM, grace, SIGKILL); the first request names the outcome.
@@ -93,63 +107,136 @@ class Capture:
                 self._stop = StopRequest(status, reason)
             if force:
                 self._kill_grace = 0.0
-                if not self._ended:  # at once, from this thread: the capture may be blocked
+                if not self._ended:  # at once, from this thread
                     self._killed = True
                     self.child.signal_group(signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
-        self.sink.interrupt()  # a capture waiting for room in the store acts now
+        self._loop.poke(self)
 
     def run(self) -> Outcome:
         """Capture until the program has ended and its output is drained; the outcome."""
         self._started = time.monotonic()
-        sel = selectors.DefaultSelector()
         try:
-            for fd in self.child.fds:
-                sel.register(fd, selectors.EVENT_READ, "out")
-            if self.child.pidfd is not None:
-                sel.register(self.child.pidfd, selectors.EVENT_READ, "exit")
-            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-            self._loop(sel)
+            self._loop.add(self)
+            self._done.wait()
+            if self._error is not None:
+                raise self._error
         finally:
-            sel.close()
             for stream in list(self._maskers):
-                self._deliver(stream, b"", 0)
+                self._deliver_last(stream)
             self._echo.close()
             self._end_group()
             self.child.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
         return self._outcome()
 
-    # --- the loop -------------------------------------------------------------------
+    def _deliver_last(self, stream: Stream) -> None:
+        """What a masker still holds at the end (on the calling thread: it may wait)."""
+        data = self._maskers[stream].flush()
+        if not data:
+            return
+        self.sink.write(stream, data)
+        wait = self._echo.show(stream, data)
+        while wait is not None and self._stop is None:  # looking at stop requests meanwhile
+            poller = select.poll()
+            poller.register(wait, select.POLLOUT)
+            poller.poll(100)
+            wait = self._echo.flush()
+        self._echo.give_up()
+        if self._echo.broken:
+            self.child.signal_group(signal.SIGPIPE)
 
-    def _loop(self, sel: selectors.BaseSelector) -> None:
-        while True:
-            now = time.monotonic()
-            if (
-                self._exited_at is None
-                and self.child.pidfd is None
-                and self.child.proc.poll() is not None
-            ):
-                self._exited_at = now
-            if self._exited_at is not None and (
-                not self.child.fds or now >= self._exited_at + self._drain_grace
-            ):
-                return  # done; past the grace a grandchild holds the pipes: stop waiting
-            self._enforce(now)
-            for key, _ in sel.select(self._next_wakeup(now)):
-                if key.data == "out":
-                    self._read(sel, key.fd)
-                elif key.data == "exit":
-                    self._exited_at = time.monotonic()
-                    sel.unregister(key.fd)
-                else:
-                    self._drain_wake()
+    # --- on the loop thread ----------------------------------------------------------
 
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 4096)
+    def attached(self, loop: _loop.Loop, now: float) -> None:
+        self._attached = True
+        for fd in self.child.fds:
+            loop.watch(fd, self)
+        if self.child.pidfd is not None:
+            loop.watch(self.child.pidfd, self)
+        self._check(now)
+
+    def ready(self, fd: int, events: int) -> bool:
+        if self._finished:
+            return False
+        if fd in self.child.fds:
+            return self._read(fd)
+        now = time.monotonic()
+        if fd == self.child.pidfd:
+            self._loop.unwatch(fd)
+            self._exited_at = now
+        elif fd == self._echo_fd:
+            self._echoed(self._echo.flush(), now)
+        self._check(now)
+        return False
+
+    def poked(self, now: float) -> None:
+        if self._finished or not self._attached:
+            return
+        if self._held == "room":
+            self._release(now)  # room was freed (or not: the next read asks again)
+        self._check(now)
+
+    def due(self, now: float) -> None:
+        if not self._finished:
+            self._check(now)
+
+    def failed(self, exc: BaseException) -> None:
+        self._error = exc
+        self._echo.give_up()
+        self._finish()
+
+    def _room(self) -> None:
+        """From the writer thread: room was freed in the store."""
+        self._loop.poke(self)
+
+    def _check(self, now: float) -> None:
+        """Has the program ended? Deadlines, stop requests; then when to look again."""
+        child = self.child
+        if self._exited_at is None and child.pidfd is None and child.proc.poll() is not None:
+            self._exited_at = now
+        if (
+            self._exited_at is not None
+            and self._held is None
+            and (not self.child.fds or now >= self._exited_at + self._drain_grace)
+        ):
+            self._finish()  # done; past the grace a grandchild holds the pipes: stop waiting
+            return
+        self._enforce(now)
+        if self._stop is not None and self._held == "echo":
+            self._echo.give_up()
+            self._echoed(None, now)
+            self._check(now)  # reading again: perhaps already done
+            return
+        self._loop.schedule(self, self._next_wakeup(now))
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        loop = self._loop
+        for fd in self.child.fds:
+            loop.unwatch(fd)
+        if self.child.pidfd is not None:
+            loop.unwatch(self.child.pidfd)
+        if self._echo_fd is not None:
+            loop.unwatch(self._echo_fd)
+        loop.forget(self)
+        self._done.set()
+
+    def _hold(self, why: str, now: float) -> None:
+        """Stop polling the pipes: no room in the store, or the echo waits."""
+        self._held = why
+        self._held_since = now
+        for fd in self.child.fds:  # unwatched (a hang-up would be reported all the same)
+            self._loop.unwatch(fd)
+
+    def _release(self, now: float) -> None:
+        if self._held is None:
+            return
+        if self._exited_at is not None:
+            self._exited_at += now - self._held_since
+        self._held = None
+        for fd in self.child.fds:
+            self._loop.watch(fd, self)
 
     def _deadline(self) -> float | None:
         """When the loop must act next whatever it waits for: the timeout, the kill."""
@@ -162,32 +249,21 @@ class Capture:
 
     def _next_wakeup(self, now: float) -> float | None:
         times = []
-        if self.child.pidfd is None:
-            times.append(now + 0.05)  # no pidfd: look at the process now and then
-        if self._exited_at is not None:
+        if self.child.pidfd is None and self._exited_at is None:
+            times.append(now + _NO_PIDFD_POLL)
+        if self._exited_at is not None and self._held is None:
             times.append(self._exited_at + self._drain_grace)
         if (deadline := self._deadline()) is not None:
             times.append(deadline)
-        return max(0.0, min(times) - now) if times else None
-
-    def _patience(self) -> float | None:
-        """How long a blocked wait (store, echo) may last before the loop must act."""
-        deadline = self._deadline()
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-    def _blocked(self, began: float) -> None:
-        """After a wait for the store or the echo: act on deadlines and stop requests.
-        Time spent so after the program exited is not drain time (output was waiting)."""
-        now = time.monotonic()
-        if self._exited_at is not None:
-            self._exited_at += now - began
-        self._enforce(now)
+        return min(times) if times else None
 
     def _enforce(self, now: float) -> None:
         """Timeouts and stop requests: SIGTERM first, SIGKILL once the grace is over."""
         timeout = self._timeout
         if timeout is not None and self._stop is None and now >= self._started + timeout:
-            self.request_stop(Status.TIMED_OUT, "timeout")
+            with self._lock:
+                if self._stop is None:
+                    self._stop = StopRequest(Status.TIMED_OUT, "timeout")
         if self._stop is None:
             return
         if self._stop_sent is None:
@@ -197,69 +273,68 @@ class Capture:
             self._killed = True
             self.child.signal_group(signal.SIGKILL)
 
-    def _read(self, sel: selectors.BaseSelector, fd: int) -> None:
+    def _read(self, fd: int) -> bool:
+        """Read what ``fd`` has into the sink; True if it was a small read."""
         stream = self.child.fds[fd]
-        began = time.monotonic()
-        room = self.sink.reserve(self._read_size, self._patience())  # the store may be behind
-        if not room:  # not before a deadline or a stop request: act on it, then come back
-            self._blocked(began)
-            return
+        room = self.sink.try_reserve(self._read_size, self._room)  # the store may be behind
+        if not room:  # stop polling until the writer frees room; deadlines still act
+            now = time.monotonic()
+            self._hold("room", now)
+            self._check(now)
+            return False
         try:
             data = os.read(fd, room)
         except BlockingIOError:
-            data = None
+            self.sink.release(room)
+            return False
         except OSError as exc:
             if not is_eof_error(exc):
                 self.sink.release(room)
                 raise
             data = b""
-        if not data:
-            self.sink.release(room)
-            if data is not None:
-                self._deliver(stream, b"", 0)
-                sel.unregister(fd)
-                os.close(fd)
-                del self.child.fds[fd]
-            return
+        if not data:  # the end of this stream
+            self._loop.unwatch(fd)
+            os.close(fd)
+            del self.child.fds[fd]
+            self._deliver(stream, b"", room)
+            self._check(time.monotonic())
+            return False
         self._deliver(stream, data, room)
-        if len(data) < _SMALL_READ:
-            time.sleep(_COALESCE)  # let a chatty program's lines gather: fewer, larger reads
+        return len(data) < _SMALL_READ  # a chatty program: let its lines gather
 
     def _deliver(self, stream: Stream, data: bytes, room: int) -> None:
-        """Echo and store a read, secrets masked; ``b""``: the stream ended."""
+        """Store and echo a read, secrets masked; ``b""``: the stream ended."""
         masker = self._maskers.get(stream)
         if masker is not None:
             data = masker.feed(data) if data else masker.flush()
-            if not data:
-                self.sink.release(room)
-                return
-        elif not data:
+        if not data:
+            self.sink.release(room)
             return
-        self._show(stream, data)
         self.sink.write(stream, data, room)
+        wait = self._echo.show(stream, data)
+        if wait is not None or self._echo.broken:
+            self._echoed(wait, time.monotonic())
 
-    def _show(self, stream: Stream, data: bytes) -> None:
-        if not self._echo.show(stream, data, self._writable):
+    def _echoed(self, wait: int | None, now: float) -> None:
+        """After an echo write: wait for its fd (not reading meanwhile), or go on."""
+        if self._echo.broken:
             # the reader went away (`outspool run -- prog | head`): as in a shell
             # pipeline, the program gets SIGPIPE; what it printed is stored
+            self._echo.broken = False
             self.child.signal_group(signal.SIGPIPE)
-
-    def _writable(self, fd: int) -> bool:
-        """Wait until the echo's ``fd`` takes more; False once the program is being stopped
-        (a reader that stopped reading must not hold up a timeout, a cancel or a signal)."""
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        poller.register(self._wake_r, select.POLLIN)
-        while True:
-            began = time.monotonic()
-            patience = 0.0 if self._stop is not None else self._patience()
-            ready = poller.poll(None if patience is None else math.ceil(patience * 1000))
-            if any(got == fd for got, _ in ready):
-                return True
-            if self._stop is not None:
-                return False
-            self._drain_wake()
-            self._blocked(began)
+        if wait is not None and self._stop is not None:
+            self._echo.give_up()  # a reader that stopped reading must not hold up a stop
+            wait = None
+        if wait is None:
+            if self._echo_fd is not None:
+                self._loop.unwatch(self._echo_fd)
+                self._echo_fd = None
+            self._release(now)
+            return
+        if self._echo_fd is None:
+            self._echo_fd = wait
+            self._loop.watch(wait, self, select.EPOLLOUT)
+            self._hold("echo", now)
 
     # --- the end ---------------------------------------------------------------------
 

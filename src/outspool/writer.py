@@ -107,6 +107,11 @@ class Sink:
         """
         return self._writer.reserve(wanted, timeout, self)
 
+    def try_reserve(self, wanted: int, on_room: Callable[[], None]) -> int:
+        """:meth:`reserve` that never waits: 0 if there is no room now, and then ``on_room``
+        is called once (from the writer thread) when the writer has freed some."""
+        return self._writer.try_reserve(wanted, on_room)
+
     def interrupt(self) -> None:
         """Make a :meth:`reserve` waiting now (or the next one) return 0 at once."""
         self._writer.interrupt(self)
@@ -179,6 +184,7 @@ class Writer:
         self._starts_due: float | None = None  # when the oldest start waiting is due
         self._pending = 0
         self._reserved = 0  # room granted to reads in progress
+        self._room_waiters: list[Callable[[], None]] = []  # told when a commit frees room
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -250,6 +256,28 @@ class Writer:
             self._reserved += grant
             return grant
 
+    def try_reserve(self, wanted: int, on_room: Callable[[], None]) -> int:
+        """See :meth:`Sink.try_reserve`."""
+        limit = self.settings.max_pending_bytes
+        with self._cond:
+            if self._failure is not None:
+                raise StoreError(f"the writer stopped: {self._failure}")
+            free = limit - self._pending - self._reserved
+            if free <= 0:
+                self._room_waiters.append(on_room)
+                self._cond.notify_all()  # commit at once: a capture waits
+                return 0
+            grant = min(wanted, free)
+            self._reserved += grant
+            return grant
+
+    def _tell_room(self) -> None:
+        """Call the :meth:`try_reserve` callbacks (the lock not held)."""
+        with self._cond:
+            waiters, self._room_waiters = self._room_waiters, []
+        for on_room in waiters:
+            on_room()
+
     def interrupt(self, sink: Sink) -> None:
         with self._cond:
             sink.interrupted = True
@@ -311,6 +339,7 @@ class Writer:
                     sink.error = StoreError(f"the writer stopped: {exc}")
                     sink.done.set()
                 self._cond.notify_all()
+            self._tell_room()  # they find the failure
             log.error("writer stopped: %s", exc)
 
     def _step(self) -> bool:
@@ -348,6 +377,7 @@ class Writer:
             for sink in ended:
                 self._sinks.pop(sink.execution_id, None)
             self._cond.notify_all()
+        self._tell_room()
         for sink in ended:  # committed: their capture may report the end now
             sink.done.set()
         for sink in later:
