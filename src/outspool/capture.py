@@ -96,6 +96,7 @@ class Capture:
         self._held: str | None = None  # "room" (store full) or "echo": pipes not polled
         self._held_since = 0.0
         self._echo_fd: int | None = None  # watched for writing while the echo waits
+        self._bulk: set[int] = set()  # fds read with os.read (their last read was big)
 
     def request_stop(self, status: Status, reason: str, force: bool = False) -> None:
         """Stop the program (SIGTERM, grace, SIGKILL); the first request names the outcome.
@@ -283,8 +284,9 @@ class Capture:
             self._check(now)
             return False
         try:
-            data = os.read(fd, room)
-        except BlockingIOError:
+            # a full read last time: more is likely waiting, read it all (the GIL let go)
+            data = os.read(fd, room) if fd in self._bulk else self._loop.read(fd, room)
+        except (BlockingIOError, InterruptedError):
             self.sink.release(room)
             return False
         except OSError as exc:
@@ -299,6 +301,10 @@ class Capture:
             self._deliver(stream, b"", room)
             self._check(time.monotonic())
             return False
+        if len(data) >= _loop.SMALL_READ:
+            self._bulk.add(fd)
+        else:
+            self._bulk.discard(fd)
         self._deliver(stream, data, room)
         return len(data) < _SMALL_READ  # a chatty program: let its lines gather
 

@@ -73,8 +73,9 @@ def _remove_workdir(path: str) -> None:
 def raise_open_files_limit() -> None:
     """Raise this process's soft limit on open files to its hard limit.
 
-    Each running program holds six descriptors here (two pipes, a pidfd, a wake-up pipe,
-    an epoll), so the usual soft default of 1,024 would stop a worker near 170 programs.
+    Each running program holds three descriptors here (two pipes and a pidfd, on the
+    capture loop's epoll), so the usual soft default of 1,024 would stop a worker near 340
+    programs.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
