@@ -67,7 +67,7 @@ class Client(Protocol):
 class Loop:
     """The capture thread of this process (see :func:`shared`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "outspool-capture") -> None:
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -80,10 +80,9 @@ class Loop:
         self._lock = threading.Lock()
         self._added: list[Client] = []
         self._pokes: dict[Client, None] = {}  # ordered set
-        self._woken = False
         self._buffer = ctypes.create_string_buffer(SMALL_READ)
         self.pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="outspool-capture", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     # --- any thread ---------------------------------------------------------------------
@@ -99,11 +98,7 @@ class Loop:
         self._wake()
 
     def _wake(self) -> None:
-        with self._lock:
-            if self._woken:
-                return
-            self._woken = True
-        with contextlib.suppress(BlockingIOError):
+        with contextlib.suppress(BlockingIOError):  # full: the loop has much to wake for
             os.write(self._wake_w, b"x")
 
     # --- the loop thread only -------------------------------------------------------------
@@ -139,6 +134,10 @@ class Loop:
     def forget(self, client: Client) -> None:
         """The client has ended: no more calls (its fds must be unwatched already)."""
         self._scheduled.pop(client, None)
+        if len(self._heap) > 2 * len(self._scheduled) + 64:  # drop what was replaced, so an
+            # ended capture is not kept until its timeout would have come
+            self._heap = [e for e in self._heap if self._scheduled.get(e[2]) == e[0]]
+            heapq.heapify(self._heap)
 
     def _run(self) -> None:
         try:
@@ -186,10 +185,10 @@ class Loop:
             return False
 
     def _take_wake(self) -> None:
-        with self._lock:
-            self._woken = False
+        """Empty the wake-up pipe; what was asked is taken after (``_take_requests``)."""
         with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 4096)
+            while os.read(self._wake_r, 4096):
+                pass
 
     def _take_requests(self) -> None:
         with self._lock:
@@ -203,10 +202,9 @@ class Loop:
             self._call(client, client.poked, now)
 
     def _run_due(self) -> None:
-        heap = self._heap
         now = time.monotonic()
-        while heap and heap[0][0] <= now:
-            when, _, client = heapq.heappop(heap)
+        while self._heap and self._heap[0][0] <= now:  # (forget() may replace the list)
+            when, _, client = heapq.heappop(self._heap)
             if self._scheduled.get(client) != when:
                 continue  # replaced or forgotten
             del self._scheduled[client]

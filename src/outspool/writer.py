@@ -19,6 +19,7 @@ read, counted and discarded, so the program is never slowed by it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from bisect import bisect_left
@@ -185,6 +186,7 @@ class Writer:
         self._pending = 0
         self._reserved = 0  # room granted to reads in progress
         self._room_waiters: list[Callable[[], None]] = []  # told when a commit frees room
+        self._asleep_until = -math.inf  # when the writer thread's wait ends (-inf: awake)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -303,8 +305,12 @@ class Writer:
                 raise StoreError(f"the writer stopped: {self._failure}")
             was_empty = sink.buffer.size == 0
             sink.last_ms = max(sink.last_ms, int(time.time() * 1000))
-            self._pending += sink.add(stream, data, self._clock(), sink.last_ms)
-            if was_empty or sink.buffer.due(self._clock()):
+            now = self._clock()
+            self._pending += sink.add(stream, data, now, sink.last_ms)
+            # wake the writer only if it would sleep past this output's due time: with many
+            # chatty programs, not once per line (each wake-up looks at every execution)
+            deadline = sink.buffer.deadline() if was_empty else None
+            if sink.buffer.due(now) or (deadline is not None and self._asleep_until > deadline):
                 self._cond.notify_all()
 
     def request_started(
@@ -420,7 +426,9 @@ class Writer:
             if starts_due is not None:
                 deadlines.append(starts_due)
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            self._asleep_until = math.inf if timeout is None else now + timeout
             self._cond.wait(timeout)
+            self._asleep_until = -math.inf
 
     def _encode(
         self, taken: Sequence[tuple[Sink, tuple[Segments, list[int]], Progress | None]]

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 from outspool import Outspool, Running, Status, Stream
@@ -38,7 +39,8 @@ def test_many_live_executions_share_one_capture_thread(
         spool.start([sys.executable, "-c", CHATTY, str(go), str(lines), f"p{k}"]) for k in range(n)
     ]
     handles.extend(started)
-    wait_until(lambda: all(spool.read(h.id) for h in started), message="every program to print")
+    for handle in started:
+        wait_until(partial(spool.read, handle.id), 120, "every program to print")
     capture_threads = [t for t in threading.enumerate() if t.name == "outspool-capture"]
     assert len(capture_threads) == 1
     go.touch()
@@ -53,7 +55,7 @@ def test_many_live_executions_share_one_capture_thread(
 #: Starts ``yes`` echoed to this script's stdout (a pipe the test never reads), waits until
 #: that pipe is full, then runs another program to its end and cancels ``yes``.
 HELD_ECHO = """
-import fcntl, sys, termios
+import fcntl, sys, termios, time
 from outspool import Outspool, Settings
 settings = Settings.load(kill_grace=0.5, drain_grace=0.5, sandbox="none")
 def full():
@@ -64,7 +66,7 @@ def full():
 with Outspool(sys.argv[1], settings) as spool:
     held = spool.start(["yes"], echo=True)
     while not full():
-        pass
+        time.sleep(0.005)
     other = spool.run([sys.executable, "-c", "print('other done')"])
     print(other.status.value, spool.read(other.id), file=sys.stderr, flush=True)
     held.cancel()
@@ -79,13 +81,13 @@ def test_an_echo_nobody_reads_holds_back_no_other_execution(db_path: Path) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     ) as script:
-        stuck = threading.Timer(120, script.kill)  # a capture stuck for good fails the test
+        stuck = threading.Timer(240, script.kill)  # a capture stuck for good fails the test
         stuck.start()
         try:
             assert script.stderr is not None
             other = script.stderr.readline()  # stdout is never read
             held = script.stderr.readline()
-            assert script.wait(60) == 0, script.stderr.read()
+            assert script.wait(120) == 0, script.stderr.read()
         finally:
             stuck.cancel()
             script.kill()
