@@ -6,7 +6,9 @@ Per backend and size: 1 + OTHERS ticker jobs are queued (the main one prints a l
 free loopback port, ``sse_clients.py`` opens W streams on the main execution and one on
 each other one, then one ``outspool worker`` runs the jobs. Latency: a line's send time
 -> its arrival at a client (commit -> client, plus the ~5 ms from write to commit).
-Server RSS and CPU are sampled from /proc while the jobs run.
+Server RSS and CPU are sampled from /proc while the jobs run. The clients are spread over
+CLIENT_PROCESSES processes (each reports its CPU), and a library follower of the main execution
+in a process of its own gives the same latency without the server, for comparison.
 """
 
 from __future__ import annotations
@@ -166,15 +168,18 @@ def _section(
     )
     section.body += [f"- **{b}: NOT RUN**: {why}" for b, why in missing.items()]
     rows = [
-        [b, key, r.get("p50_ms"), r.get("p99_ms"), r["server_rss_mb"], r["server_cpu_s"],
-         r["server_threads"], f"{r['lines_seen']:,}/{r['lines_expected']:,}",
-         f"{r['finished']}/{r['clients']}", len(r["errors"])]
+        [b, key, r.get("p50_ms"), r.get("p99_ms"), r.get("direct_p50_ms"), r.get("direct_p99_ms"),
+         r["server_rss_mb"], r["server_cpu_s"], r["server_threads"], r["client_cpu_s"],
+         f"{r['lines_seen']:,}/{r['lines_expected']:,}", f"{r['finished']}/{r['clients']}",
+         len(r["errors"])]
         for b, res in results.items()
         for key, r in res.items()
     ]  # fmt: skip
     section.body += table(
-        ["backend", "W + N clients", "p50 ms", "p99 ms (goal 100)", "server RSS MB",
-         "server CPU s", "server threads", "lines seen", "streams ended", "errors"],
+        ["backend", "W + N clients", "p50 ms", "p99 ms (goal 100)", "library follower p50 ms",
+         "its p99 ms", "server RSS MB", "server CPU s", "server threads",
+         f"CPU s of each of {CLIENT_PROCESSES} client processes (most)", "lines seen",
+         "streams ended", "errors"],
         rows,
     )  # fmt: skip
     series = {

@@ -206,10 +206,10 @@ class Hub:
         waiter = self.waiters.get(key)
         if waiter is None:
             waiter = self.waiters[key] = Waiter(self, key)
-        waiter.users += 1
         if waiter.task is None:
             waiter.subscribe()  # before the follower's first read: no commit falls between
             waiter.task = asyncio.create_task(waiter.run(), name=f"outspool-wait-{key}")
+        waiter.users += 1  # (not when subscribing failed: the next user tries again)
         try:
             yield waiter
         finally:
