@@ -89,14 +89,27 @@ def test_since_and_until_cut_exactly(
 
 #: Lines over time on both streams; every fifth is written in two parts around a pause,
 #: so lines span reads and chunks.
+#: Prints 45 lines on both streams, every fifth in two writes, and waits until each write
+#: is committed before the next one (its argument is the store's URL): so the output lies
+#: in many chunks, some of them cut mid-line, however loaded the machine is.
 SPREAD = (
-    "import sys, time\n"
+    "import os, sys, time\n"
+    "from outspool import Outspool\n"
+    "spool, me = Outspool(sys.argv[1], create=False).open(), os.environ['OUTSPOOL_EXECUTION_ID']\n"
+    "sent = [0, 0]\n"
+    "def put(i, text):\n"
+    "    which = 1 if i % 4 == 3 else 0\n"
+    "    out = (sys.stdout, sys.stderr)[which]\n"
+    "    out.write(text); out.flush(); sent[which] += len(text.encode())\n"
+    "    while True:\n"
+    "        ex = spool.get(me)\n"
+    "        if ex.stdout_size >= sent[0] and ex.stderr_size >= sent[1]:\n"
+    "            return\n"
+    "        time.sleep(0.001)\n"
     "for i in range(45):\n"
-    "    out = sys.stderr if i % 4 == 3 else sys.stdout\n"
     "    if i % 5 == 0:\n"
-    "        out.write(f'part of {i} '); out.flush(); time.sleep(0.004)\n"
-    "    out.write(f'line {i}\\n'); out.flush()\n"
-    "    time.sleep(0.002)\n"
+    "        put(i, f'part of {i} ')\n"
+    "    put(i, f'line {i}\\n')\n"
 )
 
 
@@ -123,10 +136,10 @@ def test_time_windows_read_from_the_right_chunk_and_cut_exactly(
     ``until`` stops once nothing earlier can come; the lines are those of the whole
     output, also across an output limit's gap (tests/contract/test_reading.py tries
     every cut-off of many chunkings)."""
-    ex = spool.run(py(SPREAD))
-    assert ex.chunk_count > 10
+    ex = spool.run([*py(SPREAD), db_url])
+    assert ex.chunk_count >= 54  # one per write
     windows_cut_exactly(spool, ex, 3)
-    cut = spool.run(py(SPREAD), max_output=200)
+    cut = spool.run([*py(SPREAD), db_url], max_output=200)
     assert cut.stdout_dropped > 0
     windows_cut_exactly(spool, cut, 1)
     late = sorted({ln.ms for ln in spool.lines(ex.id)})[-3]
