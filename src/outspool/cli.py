@@ -826,7 +826,7 @@ def delete(db: str | None, execution_ids: tuple[str, ...], force: bool) -> None:
     "--older-than", type=DurationType(), metavar="DURATION", help="Ended longer ago (30d, 12h)."
 )
 @click.option(
-    "--keep-last", type=click.IntRange(min=0), metavar="N", help="Keep the newest N finished."
+    "--keep-last", type=click.IntRange(min=0), metavar="N", help="Keep the N finished that ended last."
 )
 @click.option(
     "--max-size",

@@ -1,9 +1,11 @@
 """Deleting executions: one by one (``delete``), by rule (``prune``), and by retention settings.
 
-Only finished executions are ever deleted; queued and running ones survive
-every prune (the store re-checks the status in the deleting statement, so a
-claim racing a prune wins). Deletion runs in batches, each one short
-transaction (its size adapts so that it holds the write lock about
+The database chooses what a prune deletes (``prune_batch``, by end time over
+an index of the finished executions), a batch at a time, so a prune of a large
+store reads its victims, not the store. Only finished executions are ever
+deleted; queued and running ones survive every prune (the store re-checks the
+status in the deleting statement, so a claim racing a prune wins). Deletion
+runs in batches, each one short transaction (its size adapts so that it holds the write lock about
 :data:`BATCH_SECONDS`) that removes the rows and their chunks together (an
 execution is whole or gone, never half-deleted), with a pause as long as the
 batch between two, so that captures committing meanwhile get the lock;
@@ -13,8 +15,9 @@ filesystem at the end (:meth:`Store.reclaim`).
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from outspool import queue
@@ -79,63 +82,91 @@ class Pruned:
         return {"count": self.count, "bytes": self.bytes, "dry_run": self.dry_run, "ids": self.ids}
 
 
-def choose(finished: Sequence[Finished], stored: int, rules: Rules, now: float) -> list[Finished]:
-    """The executions ``rules`` delete, from ``finished`` (newest first) and the total ``stored``.
+def prune(store: Store, rules: Rules, *, dry_run: bool = False, now: float | None = None) -> Pruned:
+    """Delete the finished executions ``rules`` choose, in batches; what was removed.
 
-    Pure. The age, count and status rules narrow the candidates; ``max_size``
-    then takes the oldest of them until what remains fits.
+    The database chooses (:meth:`Store.prunable`, oldest end first, one batch at
+    a time), so a prune reads its victims and not the whole store.
+    """
+    pace = _Pace()
+    ids: list[str] = []
+    removed = 0
+    when = time.time() if now is None else now
+    for batch in _victims(store, rules, when, lambda: MAX_BATCH if dry_run else pace.size):
+        kept = {f.execution_id: f.kept for f in batch}
+        gone = list(kept) if dry_run else pace.delete(store, list(kept))
+        ids += gone
+        removed += sum(kept[i] for i in gone)
+    if not dry_run:
+        store.reclaim()  # also when nothing was deleted: it sweeps files a crash left behind
+    return Pruned(ids, removed, dry_run)
+
+
+def _victims(
+    store: Store, rules: Rules, now: float, size: Callable[[], int]
+) -> Iterator[list[Finished]]:
+    """The executions ``rules`` delete, oldest end first, in batches of ``size()``.
+
+    ``keep_last`` and ``older_than`` bound the range of end times; ``statuses``
+    filters it; ``max_size`` takes the oldest of what remains until the rest fits.
     """
     if rules.empty:
-        return []
-    chosen: list[Finished] = []
-    for rank, ex in enumerate(finished):
-        if rules.keep_last is not None and rank < rules.keep_last:
-            continue
-        if rules.older_than is not None and ex.ended_at > now - rules.older_than:
-            continue
-        if rules.statuses and ex.status not in rules.statuses:
-            continue
-        chosen.append(ex)
-    if rules.max_size is None:
-        return chosen
-    excess = stored - rules.max_size
-    oldest_first: list[Finished] = []
-    for ex in reversed(chosen):
-        if excess <= 0:
-            break
-        oldest_first.append(ex)
-        excess -= ex.kept
-    return oldest_first
+        return
+    upto = (math.inf, "")
+    if rules.older_than is not None:  # ended at most older_than ago: strictly before the next
+        upto = (math.nextafter(now - rules.older_than, math.inf), "")
+    if rules.keep_last:
+        keep = store.keep_from(rules.keep_last)
+        if keep is None:
+            return  # no more than keep_last have finished
+        upto = min(upto, keep)
+    excess = None if rules.max_size is None else store.stored_output() - rules.max_size
+    after = (-math.inf, "")
+    statuses = sorted(rules.statuses)
+    while excess is None or excess > 0:
+        limit = size()
+        batch = store.prunable(after, upto, statuses, excess, limit)
+        if not batch:
+            return
+        yield batch
+        if excess is not None:
+            excess -= sum(f.kept for f in batch)
+        if len(batch) < limit:
+            return
+        after = (batch[-1].ended_at, batch[-1].execution_id)
 
 
-def prune(store: Store, rules: Rules, *, dry_run: bool = False, now: float | None = None) -> Pruned:
-    """Delete the finished executions ``rules`` choose, in batches; what was removed."""
-    chosen = choose(
-        store.finished(), store.stored_output(), rules, time.time() if now is None else now
-    )
-    if dry_run:
-        return Pruned([c.execution_id for c in chosen], sum(c.kept for c in chosen), True)
-    kept = {c.execution_id: c.kept for c in chosen}
-    gone = delete(store, list(kept))
-    return Pruned(gone, sum(kept[i] for i in gone))
+class _Pace:
+    """Batches that hold the write lock about BATCH_SECONDS, a pause as long between two."""
+
+    def __init__(self) -> None:
+        self.size = BATCH
+        self._pause: float | None = None  # None before the first batch
+
+    def delete(self, store: Store, ids: list[str]) -> list[str]:
+        if self._pause is not None:
+            time.sleep(self._pause)
+        began = time.monotonic()
+        gone = store.delete(ids)
+        took = time.monotonic() - began
+        if took > 2 * BATCH_SECONDS:
+            self.size = max(1, self.size // 2)
+        elif took < BATCH_SECONDS / 2:
+            self.size = min(MAX_BATCH, self.size * 2)
+        self._pause = min(took, MAX_PAUSE)
+        return gone
 
 
 def delete(store: Store, execution_ids: Iterable[str]) -> list[str]:
     """Delete finished executions in batches, then reclaim the space; those deleted."""
     ids = list(execution_ids)
+    pace = _Pace()
     gone: list[str] = []
-    size, start = BATCH, 0
+    start = 0
     while start < len(ids):
-        began = time.monotonic()
-        gone += store.delete(ids[start : start + size])
+        size = pace.size
+        gone += pace.delete(store, ids[start : start + size])
         start += size
-        took = time.monotonic() - began
-        if took > 2 * BATCH_SECONDS:
-            size = max(1, size // 2)
-        elif took < BATCH_SECONDS / 2:
-            size = min(MAX_BATCH, size * 2)
-        if start < len(ids):
-            time.sleep(min(took, MAX_PAUSE))
     store.reclaim()  # also when nothing was deleted: it sweeps files a crash left behind
     return gone
 

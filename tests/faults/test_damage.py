@@ -176,11 +176,12 @@ def test_a_download_damaged_past_its_checked_start_fails_instead_of_ending_short
 
 def downgrade_to_7(url: str) -> None:
     """Make the store at ``url`` what format 7 left: no checksum column (and no checksums),
-    and no capturing process identity (format 9)."""
+    no capturing process identity (format 9), no index of end times (format 10)."""
     store = PostgresStore(url) if url.startswith("postgresql") else SqliteStore(url)
     with connection(store) as run:
         run("ALTER TABLE execution_output_chunks DROP COLUMN checksum", ())
         run("ALTER TABLE workers DROP COLUMN process", ())
+        run("DROP INDEX executions_ended", ())
         run("UPDATE outspool_schema SET version = 7", ())
 
 

@@ -17,7 +17,7 @@ from outspool.models import Execution, Outcome, Status, Stream
 from outspool.progress import Progress
 
 #: The storage format version this code writes. Older databases are upgraded on open.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 #: The format whose migration added chunk checksums: older rows are sealed after it.
 CHECKSUMS = 8
 
@@ -222,8 +222,25 @@ class Store(Protocol):
         """
         ...
 
-    def finished(self) -> list[Finished]:
-        """Every finished execution, newest first (what prune chooses from)."""
+    def prunable(
+        self,
+        after: tuple[float, str],
+        upto: tuple[float, str],
+        statuses: Sequence[Status],
+        excess: int | None,
+        limit: int,
+    ) -> list[Finished]:
+        """The next victims of a prune, chosen in the database, oldest end first.
+
+        Finished executions whose ``(ended_at, id)`` lies strictly between ``after``
+        and ``upto``, of ``statuses`` (empty: any), at most ``limit``; with
+        ``excess``, only the oldest of those whose kept bytes first reach it.
+        """
+        ...
+
+    def keep_from(self, keep_last: int) -> tuple[float, str] | None:
+        """``(ended_at, id)`` of the ``keep_last``-th newest finished execution (it and the
+        later ones stay); None when fewer have finished."""
         ...
 
     def stored_output(self) -> int:

@@ -372,9 +372,29 @@ class SqlStore(abc.ABC):
             self._deleted(gone)
         return list(gone)
 
-    def finished(self) -> list[Finished]:
-        rows = self._rows("finished_executions", {})
+    def prunable(
+        self,
+        after: tuple[float, str],
+        upto: tuple[float, str],
+        statuses: Sequence[Status],
+        excess: int | None,
+        limit: int,
+    ) -> list[Finished]:
+        params = {
+            "after_ended": after[0],
+            "after_id": after[1],
+            "upto_ended": upto[0],
+            "upto_id": upto[1],
+            "statuses": json.dumps(sorted(s.value for s in statuses)) if statuses else None,
+            "excess": excess,
+            "limit": limit,
+        }
+        rows = self._rows("prune_batch", params)
         return [Finished(r["id"], Status(r["status"]), r["ended_at"], r["kept"]) for r in rows]
+
+    def keep_from(self, keep_last: int) -> tuple[float, str] | None:
+        rows = self._rows("prune_keep_from", {"offset": keep_last - 1})
+        return (float(rows[0]["ended_at"]), str(rows[0]["id"])) if rows else None
 
     def stored_output(self) -> int:
         return int(self._rows("stored_output", {})[0]["kept"])

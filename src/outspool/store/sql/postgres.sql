@@ -146,6 +146,14 @@ ALTER TABLE execution_output_chunks ADD COLUMN checksum bigint;
 -- time), so recovery on its machine tells a late heartbeat from a dead process.
 ALTER TABLE workers ADD COLUMN process text;
 
+-- name: migrate_10
+-- Prune and retention choose their victims in the database, oldest end first: this
+-- index holds the finished executions by end time (and status, so a --status rule
+-- is checked in the index), and a prune reads only the range it deletes from.
+CREATE INDEX executions_ended
+ON executions ((coalesce(finished_at, created_at)), id, status)
+WHERE status NOT IN ('queued', 'running');
+
 -- name: insert_execution
 -- A queued execution wakes idle workers (payload 'queue', see store.base.QUEUE).
 WITH inserted AS (
@@ -429,13 +437,41 @@ SELECT id, pg_notify('outspool', id) FROM gone;
 -- PostgreSQL keeps every chunk in its row: no files.
 SELECT NULL AS blob_file WHERE false;
 
--- name: finished_executions
--- What prune chooses from, newest first; kept = output bytes stored (uncompressed).
-SELECT id, status, coalesce(finished_at, created_at) AS ended_at,
-       stdout_size + stderr_size - stdout_dropped - stderr_dropped AS kept
+-- name: prune_batch
+-- The next victims of a prune, oldest end first: finished executions whose (end, id) lies
+-- strictly between after and upto, of the statuses in the JSON array statuses (NULL:
+-- any), at most limit; with excess, only the oldest whose kept bytes (output stored,
+-- uncompressed) first reach it. The scalar bounds let the index range do the work.
+SELECT id, status, ended_at, kept FROM (
+    SELECT id, status, ended_at, kept, sum(kept) OVER (ORDER BY ended_at, id) AS running
+    FROM (
+        SELECT id, status, coalesce(finished_at, created_at) AS ended_at,
+               stdout_size + stderr_size - stdout_dropped - stderr_dropped AS kept
+        FROM executions
+        WHERE status NOT IN ('queued', 'running')
+          AND coalesce(finished_at, created_at) >= %(after_ended)s::double precision
+          AND coalesce(finished_at, created_at) <= %(upto_ended)s::double precision
+          AND (coalesce(finished_at, created_at), id)
+              > (%(after_ended)s::double precision, %(after_id)s::text)
+          AND (coalesce(finished_at, created_at), id)
+              < (%(upto_ended)s::double precision, %(upto_id)s::text)
+          AND (%(statuses)s::jsonb IS NULL
+               OR status IN (SELECT jsonb_array_elements_text(%(statuses)s::jsonb)))
+        ORDER BY coalesce(finished_at, created_at), id
+        LIMIT %(limit)s
+    ) AS oldest
+) AS counted
+WHERE %(excess)s::bigint IS NULL OR running - kept < %(excess)s::bigint
+ORDER BY ended_at, id;
+
+-- name: prune_keep_from
+-- The (end, id) of the offset-th newest finished execution counted from 0: --keep-last
+-- keeps it and every later one.
+SELECT coalesce(finished_at, created_at) AS ended_at, id
 FROM executions
 WHERE status NOT IN ('queued', 'running')
-ORDER BY created_at DESC, id DESC;
+ORDER BY coalesce(finished_at, created_at) DESC, id DESC
+LIMIT 1 OFFSET %(offset)s;
 
 -- name: stored_output
 SELECT coalesce(sum(stdout_size + stderr_size - stdout_dropped - stderr_dropped), 0)::bigint

@@ -140,6 +140,14 @@ ALTER TABLE execution_output_chunks ADD COLUMN checksum INTEGER;
 -- time), so recovery on its machine tells a late heartbeat from a dead process.
 ALTER TABLE workers ADD COLUMN process TEXT;
 
+-- name: migrate_10
+-- Prune and retention choose their victims in the database, oldest end first: this
+-- index holds the finished executions by end time (and status, so a --status rule
+-- is checked in the index), and a prune reads only the range it deletes from.
+CREATE INDEX executions_ended
+ON executions (coalesce(finished_at, created_at), id, status)
+WHERE status NOT IN ('queued', 'running');
+
 -- name: insert_execution
 INSERT INTO executions (id, name, status, command, language, code, cwd, env, timeout, pty,
                         created_at, worker_id, cpu_time, memory, max_processes, max_file_size,
@@ -374,13 +382,38 @@ RETURNING id;
 SELECT blob_file FROM execution_output_chunks
 WHERE execution_id = :id AND blob_file IS NOT NULL;
 
--- name: finished_executions
--- What prune chooses from, newest first; kept = output bytes stored (uncompressed).
-SELECT id, status, coalesce(finished_at, created_at) AS ended_at,
-       stdout_size + stderr_size - stdout_dropped - stderr_dropped AS kept
+-- name: prune_batch
+-- The next victims of a prune, oldest end first: finished executions whose (end, id) lies
+-- strictly between :after and :upto, of the statuses in the JSON array :statuses (NULL:
+-- any), at most :limit; with :excess, only the oldest whose kept bytes (output stored,
+-- uncompressed) first reach it. The scalar bounds let the index range do the work.
+SELECT id, status, ended_at, kept FROM (
+    SELECT id, status, ended_at, kept, sum(kept) OVER (ORDER BY ended_at, id) AS running
+    FROM (
+        SELECT id, status, coalesce(finished_at, created_at) AS ended_at,
+               stdout_size + stderr_size - stdout_dropped - stderr_dropped AS kept
+        FROM executions
+        WHERE status NOT IN ('queued', 'running')
+          AND coalesce(finished_at, created_at) >= :after_ended
+          AND coalesce(finished_at, created_at) <= :upto_ended
+          AND (coalesce(finished_at, created_at), id) > (:after_ended, :after_id)
+          AND (coalesce(finished_at, created_at), id) < (:upto_ended, :upto_id)
+          AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+        ORDER BY coalesce(finished_at, created_at), id
+        LIMIT :limit
+    )
+)
+WHERE :excess IS NULL OR running - kept < :excess
+ORDER BY ended_at, id;
+
+-- name: prune_keep_from
+-- The (end, id) of the :offset-th newest finished execution counted from 0: --keep-last
+-- keeps it and every later one.
+SELECT coalesce(finished_at, created_at) AS ended_at, id
 FROM executions
 WHERE status NOT IN ('queued', 'running')
-ORDER BY created_at DESC, id DESC;
+ORDER BY coalesce(finished_at, created_at) DESC, id DESC
+LIMIT 1 OFFSET :offset;
 
 -- name: stored_output
 SELECT coalesce(sum(stdout_size + stderr_size - stdout_dropped - stderr_dropped), 0) AS kept
