@@ -534,21 +534,24 @@ def ls(
         return
     colour = display.use_colour(sys.stdout)
     click.echo(
-        f"{'ID':<16}  {'STATUS':<9}  {'EXIT':>4}  {'STARTED':<24}  {'OUTPUT':>9}  "
+        f"{'ID':<16}  {'STATUS':<9}  {'EXIT':>4}  {'STARTED':<24}  {'OUTPUT':>10}  "
         f"{'PROGRESS':<16}  COMMAND"
     )
     for ex in found:
         click.echo(_row(ex, colour, now if ago else None))
+    if any(ex.stdout_dropped or ex.stderr_dropped for ex in found):
+        click.echo("* output limit: OUTPUT is what was kept; `show ID` says how much was dropped")
 
 
 def _row(ex: Execution, colour: bool, now: float | None) -> str:
     when = ex.started_at or ex.created_at
     started = display.relative(when, now) if now is not None else display.local_time(when)
-    size = _human(ex.stdout_size + ex.stderr_size)
+    dropped = ex.stdout_dropped + ex.stderr_dropped
+    size = _human(ex.stdout_size + ex.stderr_size - dropped) + ("*" if dropped else " ")
     progress = display.one_line(ex.progress or "", 16)
     return (
         f"{ex.id:<16}  {display.status_text(ex.status, colour)}  {display.shown_exit(ex):>4}  "
-        f"{started:<24}  {size:>9}  {progress:<16}  {display.command_line(ex, 60)}"
+        f"{started:<24}  {size:>10}  {progress:<16}  {display.command_line(ex, 60)}"
     )
 
 
@@ -826,7 +829,10 @@ def delete(db: str | None, execution_ids: tuple[str, ...], force: bool) -> None:
     "--older-than", type=DurationType(), metavar="DURATION", help="Ended longer ago (30d, 12h)."
 )
 @click.option(
-    "--keep-last", type=click.IntRange(min=0), metavar="N", help="Keep the N finished that ended last."
+    "--keep-last",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Keep the N finished that ended last.",
 )
 @click.option(
     "--max-size",

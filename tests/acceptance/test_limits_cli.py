@@ -32,6 +32,12 @@ def test_logs_marks_the_gap_once_and_raw_keeps_head_and_tail(db: str, run_cli: R
     assert shown["stdout_dropped"] == dropped
     assert shown["stderr_dropped"] == 0
     assert shown["output_truncated"] is True
+    table = run_cli("ls", "--db", db).stdout.decode().splitlines()
+    assert "OUTPUT" in table[0]
+    assert " 1.0 KiB* " in table[1]  # what was kept, marked: not the 10,000 bytes written
+    assert (
+        table[2] == "* output limit: OUTPUT is what was kept; `show ID` says how much was dropped"
+    )
 
 
 def test_a_bad_size_is_one_line_and_exit_2(db: str, run_cli: RunCli) -> None:
