@@ -4,8 +4,11 @@
 runs the first as part of the suite.
 
 1. ``outspool run --max-output 1MiB -- producer bulk N`` against the same producer
-   ``> /dev/null``, interleaved round by round: the wall-time ratio (goal <= 1.5), and the
-   peak size of the store on disk (database, WAL and segment files, sampled every 10 ms).
+   ``> /dev/null`` and ``| cat > /dev/null`` (the floor of any pipe reader), round by round:
+   the wall-time ratios (goal <= 1.5 against /dev/null), the capturing process's own CPU
+   (rusage, producer excluded) beside cat's and beside ``outspool run -- true`` (what
+   starting costs), and the peak size of the store on disk (database, WAL and segment
+   files, sampled every 10 ms).
 2. An SQLite store holding 10,000 finished executions (1 KiB of output each, filled with
    plain SQL) is pruned by ``outspool prune --older-than 0s`` in another process, while a
    capture in this process commits a small chunk every 5 ms through the store: the worst
@@ -68,38 +71,88 @@ class PeakSize(threading.Thread):
             self.peak = max(self.peak, disk_usage(self.db))
 
 
+def piped(size: int) -> tuple[float, float | None]:
+    """``producer | cat > /dev/null``: the wall time of the whole pipeline, and cat's own CPU.
+
+    The honest floor of any capture: a pipe reader that does nothing with the bytes."""
+    began = time.monotonic()
+    made = subprocess.Popen(producer("bulk", size), stdout=subprocess.PIPE)
+    assert made.stdout is not None
+    with open("/dev/null", "wb") as sink:
+        sample = run_measured(["cat"], stdin=made.stdout, stdout=sink)
+    made.stdout.close()
+    made.wait()
+    return time.monotonic() - began, sample.cpu_s
+
+
 def capture(size: int, runs: int) -> list[Row]:
-    """A bulk flood under a 1 MiB limit, against the producer alone."""
+    """A bulk flood under a 1 MiB limit, against the producer alone and against ``| cat``,
+    round by round. CPU: each capturing process's own (rusage; the producer excluded)."""
     devnull: list[float] = []
+    cat_wall: list[float] = []
+    cat_cpu: list[float] = []
     ours: list[float] = []
+    our_cpu: list[float] = []
+    start_cpu: list[float] = []
     peaks: list[int] = []
     for n in range(runs):
         with open("/dev/null", "wb") as sink:
             devnull.append(run_measured(producer("bulk", size), stdout=sink).wall_s)
+        wall, cpu = piped(size)
+        cat_wall.append(wall)
+        cat_cpu.append(cpu or 0.0)
         work = fresh_dir(f"bounded-{n}")
         db = work / "outspool.db"
+        quiet = [outspool_api.OUTSPOOL, "run", "--db", str(db), "--quiet"]
+        nothing = run_measured([*quiet, "--", "true"], stdout=subprocess.DEVNULL)
+        start_cpu.append(nothing.cpu_s or 0.0)
         sampler = PeakSize(db)
         sampler.start()
-        argv = [outspool_api.OUTSPOOL, "run", "--db", str(db), "--quiet", "--max-output", LIMIT]
-        argv += ["--", *producer("bulk", size)]
+        argv = [*quiet, "--max-output", LIMIT, "--", *producer("bulk", size)]
         sample = run_measured(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sampler.stopped.set()
         sampler.join()
         if sample.exit_code != 0:
             raise SystemExit(f"outspool run failed (exit {sample.exit_code})")
         ours.append(sample.wall_s)
+        our_cpu.append(sample.cpu_s or 0.0)
         peaks.append(max(sampler.peak, disk_usage(db)))
     base = statistics.median(devnull)
+    floor = statistics.median(cat_wall)
+    floor_cpu = statistics.median(cat_cpu)
     wall = statistics.median(ours)
+    cpu = statistics.median(our_cpu)
+    startup = statistics.median(start_cpu)
     return [
         Row("producer > /dev/null", runs, wall_s=base, mb_s=size / MIB / base),
+        Row(
+            "producer | cat > /dev/null",
+            runs,
+            wall_s=floor,
+            mb_s=size / MIB / floor,
+            cpu_s=floor_cpu,
+            note=f"{floor / base:.2f}x /dev/null (wall); cat's CPU {floor_cpu:.2f} s",
+        ),
         Row(
             f"outspool run --max-output {LIMIT}",
             runs,
             wall_s=wall,
             mb_s=size / MIB / wall,
-            note=f"{wall / base:.2f}x /dev/null; peak store {max(peaks) / MIB:.1f} MiB on disk",
-            extra={"ratio": wall / base, "peak_store_bytes": max(peaks)},
+            cpu_s=cpu,
+            note=(
+                f"{wall / base:.2f}x /dev/null, {wall / floor:.2f}x | cat (wall);"
+                f" CPU {cpu:.2f} s, of which {startup:.2f} s is starting"
+                f" (outspool run -- true), capture {cpu - startup:.2f} s vs cat {floor_cpu:.2f} s;"
+                f" peak store {max(peaks) / MIB:.1f} MiB on disk"
+            ),
+            extra={
+                "ratio": wall / base,
+                "ratio_vs_cat": wall / floor,
+                "cpu_s": cpu,
+                "startup_cpu_s": startup,
+                "cat_cpu_s": floor_cpu,
+                "peak_store_bytes": max(peaks),
+            },
         ),
     ]
 

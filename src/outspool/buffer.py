@@ -52,6 +52,7 @@ class OutputBuffer:
         "_stamps",
         "_tail_size",
         "_tails",
+        "_trimmed",
         "first_pending_at",
     )
 
@@ -64,6 +65,7 @@ class OutputBuffer:
         self._tails: dict[Stream, deque[int]] = {Stream.STDOUT: deque(), Stream.STDERR: deque()}
         self._tail_size = {Stream.STDOUT: 0, Stream.STDERR: 0}
         self._holes = False  # drop_tail emptied some segments
+        self._trimmed: dict[int, int] = {}  # segment -> bytes drop_tail cut from its front
         self.first_pending_at: float | None = None
 
     @property
@@ -113,11 +115,15 @@ class OutputBuffer:
         tails = self._tails[stream]
         while excess > 0:
             index = tails[0]
-            data = self._segments[index][1]
-            cut = min(excess, len(data))
-            self._segments[index] = (stream, data[cut:])
-            if cut == len(data):
+            done = self._trimmed.get(index, 0)
+            left = len(self._segments[index][1]) - done
+            cut = min(excess, left)
+            if cut == left:  # dropped whole
+                self._segments[index] = (stream, b"")
+                self._trimmed.pop(index, None)
                 tails.popleft()
+            else:  # cut when taken: most reads are dropped whole before, and never copied
+                self._trimmed[index] = done + cut
             excess -= cut
             dropped += cut
         self._tail_size[stream] -= dropped
@@ -158,6 +164,10 @@ class OutputBuffer:
         """Like :meth:`take`, with the ms each read arrived at (one per segment)."""
         segments, self._segments = self._segments, []
         stamps, self._stamps = self._stamps, []
+        for index, cut in self._trimmed.items():
+            stream, data = segments[index]
+            segments[index] = (stream, data[cut:])
+        self._trimmed.clear()
         if self._holes:  # reads drop_tail emptied whole go, with their times
             kept = [i for i, (_, data) in enumerate(segments) if data]
             segments = [segments[i] for i in kept]

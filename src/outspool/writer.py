@@ -48,6 +48,11 @@ log = logging.getLogger("outspool.writer")
 #: of read back from the store in a transaction of its own.
 KEPT_INLINE = 8 << 10
 
+#: A read wholly past a limited stream's head (most such bytes are dropped) is scanned for
+#: progress and recent lines at most this often (seconds); the latest one skipped is scanned
+#: before the next commit, so the progress stored is that of the latest output all the same.
+TAIL_SCAN_INTERVAL = 0.05
+
 #: Upper bounds (seconds) of the commit latency histogram's buckets.
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -97,6 +102,9 @@ class Sink:
         self.interrupted = False  # set by interrupt(), cleared by the reserve it ends
         # the output so far while small and whole (writer thread only); None past that
         self.kept: tuple[bytearray, bytearray] | None = (bytearray(), bytearray())
+        self._scan_lock = threading.Lock()  # the monitor: fed by the capture and the writer
+        self._scanned_at = -math.inf  # when a tail read was last scanned
+        self._unscanned: bytes | None = None  # the latest tail read not scanned yet
 
     def reserve(self, wanted: int, timeout: float | None = None) -> int:
         """Room for the next read: blocks while the process holds too much (backpressure).
@@ -123,6 +131,27 @@ class Sink:
     def write(self, stream: Stream, data: bytes, reserved: int = 0) -> None:
         """Queue bytes read from ``stream`` into room taken with :meth:`reserve`."""
         self._writer.put(self, stream, data, reserved)
+
+    def scan(self, stream: Stream, data: bytes, now: float) -> None:
+        """Feed a read to the monitor (progress, recent lines), but a read wholly past the
+        stream's head only every TAIL_SCAN_INTERVAL: the rest wait for :meth:`catch_up`."""
+        window = self.windows[stream]
+        tail = window.limit is not None and window.written >= window.limit.head
+        with self._scan_lock:
+            if tail and now < self._scanned_at + TAIL_SCAN_INTERVAL:
+                self._unscanned = data  # the older ones skipped: the latest output counts
+                return
+            if tail:
+                self._scanned_at = now
+            self._unscanned = None
+            self.monitor.feed(data)
+
+    def catch_up(self) -> None:
+        """Scan the latest tail read the monitor skipped (before progress is committed)."""
+        with self._scan_lock:
+            data, self._unscanned = self._unscanned, None
+            if data is not None:
+                self.monitor.feed(data)
 
     def add(self, stream: Stream, data: bytes, now: float, ms: int) -> int:
         """Buffer a read (at wall-clock ``ms``) under the stream's limit (writer lock held);
@@ -292,7 +321,7 @@ class Writer:
 
     def put(self, sink: Sink, stream: Stream, data: bytes, reserved: int = 0) -> None:
         if data:
-            sink.monitor.feed(data)
+            sink.scan(stream, data, self._clock())
         limit = self.settings.max_pending_bytes
         with self._cond:
             self._reserved -= reserved
@@ -352,6 +381,8 @@ class Writer:
         with self._cond:
             if not self._wait_for_work():
                 return False
+            for sink in self._sinks.values():
+                sink.catch_up()
             taken = [
                 (sink, sink.buffer.take_timed(), sink.monitor.take_progress())
                 for sink in self._sinks.values()

@@ -164,3 +164,18 @@ def test_a_follower_gets_the_head_a_gap_notice_and_the_tail(spool: Outspool) -> 
     assert first[0] == 0 and not isinstance(first[1], Gap)
     last_gap = max(s + p.size for s, p in got if isinstance(p, Gap))
     assert last_gap <= size - 512 * KiB  # the whole tail came after the last gap
+
+
+def test_progress_under_a_limit_is_that_of_the_latest_output(spool: Outspool) -> None:
+    """Reads past the head are scanned for progress only now and then (their bytes are
+    mostly dropped); the last one is scanned all the same, so the end's progress is stored."""
+    code = (
+        "import os\n"
+        "for i in range(2000):\n"
+        "    os.write(1, b'x' * 3000 + b' step %d of 2000: %d%%\\n' % (i, i * 100 // 2000))\n"
+        "os.write(1, b'all done: 100%\\n')\n"
+    )
+    ex = spool.run([sys.executable, "-c", code], max_output=64 * KiB)
+    assert ex.stdout_dropped > 5 * MiB
+    assert (ex.progress, ex.progress_percent) == ("all done: 100%", 100.0)
+    assert spool.read(ex.id, OUT).endswith(b" step 1999 of 2000: 99%\nall done: 100%\n")

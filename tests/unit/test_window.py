@@ -52,6 +52,19 @@ def test_drop_tail_keeps_the_newest_pending_bytes_contiguous() -> None:
     assert buf.size == 0
 
 
+def test_a_read_cut_again_and_again_is_cut_once_when_taken() -> None:
+    buf = OutputBuffer(FlushPolicy())
+    buf.append(OUT, b"abcdefgh", 0.0, tail=True)
+    assert buf.drop_tail(OUT, keep=6) == 2
+    assert buf.drop_tail(OUT, keep=3) == 3
+    buf.append(OUT, b"ij", 0.0, tail=True)
+    assert buf.drop_tail(OUT, keep=4) == 1
+    assert buf.size == 4
+    assert buf.take() == [(OUT, b"gh"), (OUT, b"ij")]
+    buf.append(OUT, b"kl", 0.0, tail=True)  # nothing of the last take's cuts stays behind
+    assert buf.take() == [(OUT, b"kl")]
+
+
 def test_tail_bytes_wait_for_the_tail_delay_not_the_size_trigger() -> None:
     policy = FlushPolicy(max_buffer_size=10, idle_flush_delay=0.005, tail_flush_delay=0.05)
     buf = OutputBuffer(policy)
