@@ -26,6 +26,10 @@ from outspool.store.base import Store
 
 _BATCH = 64  # chunks fetched per query, at most
 BATCH_BYTES = 1 << 20  # ... and about this many bytes of output, so a stalled reader holds little
+#: A follower holds back output past a gap until no new gap came for this long (seconds),
+#: and at most this many bytes of it (see Follower).
+HOLD_SECONDS = 1.0
+HOLD_BYTES = 8 << 20
 T = TypeVar("T")
 
 
@@ -316,6 +320,16 @@ class Follower:
     by ``batch`` chunks per call. Where bytes were not kept (an output limit, or
     a tail window that slid past a slow follower), a :class:`Gap` comes in their
     place.
+
+    One gap, one notice: while a limited stream floods, its tail window slides
+    faster than anyone reads it, so a follower handing out what it finds would give
+    a gap notice every few commits. Chunks from a gap on are held back instead; a
+    later gap in the same stream means the tail held before it left the window (at
+    least a window's worth of newer bytes exists), so it is let go and the gap
+    grows. What is held comes out once ``hold`` seconds pass without a new gap
+    (while the follower is not behind), or the execution ends, or more than
+    :data:`HOLD_BYTES` are held: a flood shorter than ``hold`` between its gaps,
+    followed from start to end, shows one gap.
     """
 
     def __init__(
@@ -327,6 +341,7 @@ class Follower:
         *,
         lost_after: float | None = None,
         batch: int = _BATCH,
+        hold: float = HOLD_SECONDS,
     ) -> None:
         self.store = store
         self.execution_id = execution_id
@@ -341,7 +356,13 @@ class Follower:
         self._batches = Batches(batch)
         self._next_lost_check = 0.0
         first = store.chunk_containing(execution_id, stream, offset) if offset else None
-        self._after = -1 if first is None else first - 1
+        self._after = -1 if first is None else first - 1  # the last chunk fetched
+        self._held: list[Chunk] = []  # fetched, not handed out: from a gap on
+        self._hold = hold
+        self._gap_seen = 0.0  # when the latest gap was fetched (monotonic)
+        self._tails: dict[Stream, list[int]] = {}  # held chunks past a stream's first held gap
+        # where each stream's last fetched chunk ends (from the start: every stream at 0)
+        self._tip = {} if offset else {s: 0 for s in Stream if stream in (None, s)}
 
     def poll(self, timeout: float = 1.0) -> list[tuple[Stream, bytes | Gap]]:
         """New output, waiting up to ``timeout`` seconds when there is none yet."""
@@ -370,13 +391,13 @@ class Follower:
         if more:  # output is left to read: an ended record would announce the end too soon
             if not record.status.finished:
                 self.execution = record
-            return found
+            return self._settle(found, release=False)
         self.execution = record
         if record.status.finished:
             self.done = True
         elif not found and self._capture_lost():
             return self.read_chunks()
-        return found
+        return self._settle(found, release=self.done)
 
     def wait(self, timeout: float) -> None:
         """Return when new output may have been committed, or after ``timeout`` seconds."""
@@ -386,12 +407,15 @@ class Follower:
         """A follower of the same output from the same place (reads nothing)."""
         twin = copy.copy(self)
         twin._batches = Batches(self._batches.most)
+        twin._held = list(self._held)
+        twin._tails = {s: list(held) for s, held in self._tails.items()}
+        twin._tip = dict(self._tip)
         return twin
 
     @property
     def after(self) -> int:
-        """The index of the last chunk read (-1 before the first)."""
-        return self._after
+        """The index of the last chunk handed out (-1 before the first)."""
+        return self._held[0].chunk_index - 1 if self._held else self._after
 
     def take(
         self, chunks: list[Chunk], record: Execution, ended: bool
@@ -400,8 +424,10 @@ class Follower:
         order, with the record read before them. ``ended``: they reach the end of a finished
         execution (the follow is then done). A server reads new chunks once for all its
         followers of an execution this way (:mod:`outspool.web.streams`)."""
-        if chunks:
+        if chunks:  # they cover what this one held, if anything (they start after `after`)
             self._after = chunks[-1].chunk_index
+            self._held, self._tails = [], {}
+            self._track(chunks)
         if ended or not record.status.finished:  # as in read_chunks: the end comes last
             self.execution = record
         self.behind = False
@@ -430,6 +456,45 @@ class Follower:
         if records:
             self._after = records[-1].chunk_index
         return [decode(r) for r in records], len(records) == asked
+
+    def _settle(self, found: list[Chunk], release: bool) -> list[Chunk]:
+        """The chunks to hand out now, of those held and ``found`` (see the class); the
+        rest stay held. ``release``: the execution ended and all was read."""
+        if not self._held and not found:
+            return []
+        out: list[Chunk] = []
+        gapped = False
+        for chunk in found:
+            gaps = [
+                s for s, start, _ in _spans(chunk, self.stream) if start > self._tip.get(s, start)
+            ]
+            self._track([chunk])
+            if not gaps and not self._held:
+                out.append(chunk)
+                continue
+            gapped = gapped or bool(gaps)
+            for s in gaps:  # a later gap of s: what s held past its first one left the window
+                doomed = set(self._tails.get(s, ()))
+                self._held = [c for c in self._held if c.chunk_index not in doomed]
+                self._tails[s] = []
+            for s, _, _ in _spans(chunk, self.stream):
+                if s in self._tails:
+                    self._tails[s].append(chunk.chunk_index)
+            self._held.append(chunk)
+        now = time.monotonic()
+        if gapped:
+            self._gap_seen = now
+        held = sum(len(c.stdout) + len(c.stderr) for c in self._held)
+        settled = not self.behind and now >= self._gap_seen + self._hold
+        if release or held > HOLD_BYTES or settled:
+            out += self._held
+            self._held, self._tails = [], {}
+        return out
+
+    def _track(self, chunks: list[Chunk]) -> None:
+        for chunk in chunks:
+            for s, start, data in _spans(chunk, self.stream):
+                self._tip[s] = max(self._tip.get(s, 0), start + len(data))
 
     def _fresh(self, chunks: list[Chunk]) -> list[tuple[Stream, bytes | Gap]]:
         """The chunks' pieces past ``offset`` (a Gap before a chunk that starts past it);

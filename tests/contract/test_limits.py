@@ -179,3 +179,60 @@ def test_progress_under_a_limit_is_that_of_the_latest_output(spool: Outspool) ->
     assert ex.stdout_dropped > 5 * MiB
     assert (ex.progress, ex.progress_percent) == ("all done: 100%", 100.0)
     assert spool.read(ex.id, OUT).endswith(b" step 1999 of 2000: 99%\nall done: 100%\n")
+
+
+def followed(follower: Follower) -> list[tuple[int, bytes | Gap]]:
+    """Everything ``follower`` hands out until the end, with where each piece starts."""
+    got: list[tuple[int, bytes | Gap]] = []
+    while not follower.done:
+        start = follower.offset
+        for _, piece in follower.poll(0.5):
+            got.append((start, piece))
+            start += piece.size if isinstance(piece, Gap) else len(piece)
+    return got
+
+
+@pytest.mark.slow
+def test_a_follower_of_a_flood_gets_one_gap_notice(spool: Outspool) -> None:
+    """Every commit's tail window starts past the one before: handed out as found, a flood
+    made a gap notice every few commits. Held back (here until the end), it makes one."""
+    size = 64 * MiB
+    running = spool.start([sys.executable, "-c", PRODUCER, "64", "1"], max_output=MiB)
+    follower = Follower(spool.store, running.id, OUT, hold=3600)
+    got = followed(follower)
+    running.wait()
+    gaps = [(start, piece) for start, piece in got if isinstance(piece, Gap)]
+    assert len(gaps) == 1, [(s, p.size) for s, p in gaps]
+    (start, gap), position = gaps[0], 0
+    assert MiB // 2 <= start and start + gap.size <= size - MiB // 2
+    for start, piece in got:
+        assert start == position
+        position += piece.size if isinstance(piece, Gap) else len(piece)
+        if not isinstance(piece, Gap):
+            assert piece == expected(start, len(piece))
+    assert position == size
+
+
+def test_what_a_follower_held_comes_out_once_the_gaps_stop(spool: Outspool, tmp_path: Path) -> None:
+    """After a flood, a program that prints a line and waits shows it while it waits."""
+    go = tmp_path / "go"
+    code = (
+        "import os, sys, time\n"
+        "for _ in range(40): os.write(1, b'x' * 99_999 + b'\\n')\n"
+        "os.write(1, b'flood over\\n')\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+    )
+    running = spool.start([sys.executable, "-c", code], max_output=MiB)
+    follower = Follower(spool.store, running.id, OUT, hold=0.2)
+    seen = b""
+    gaps = 0
+    while not seen.endswith(b"flood over\n"):
+        for _, piece in follower.poll(0.5):
+            if isinstance(piece, Gap):
+                gaps += 1
+            else:
+                seen += piece
+        assert not follower.done
+    assert gaps >= 1
+    go.touch()
+    running.wait()
