@@ -8,7 +8,10 @@ chunk, and a follower asks for chunks after the last one it saw. Stream
 Offsets are the program's own. When a stream passed its output limit
 (:mod:`outspool.window`), the bytes between its head and its tail are not
 stored: readers see the jump in the chunks' offsets and say so, as a
-:class:`Gap` (or ``Range.dropped``), never as wrong bytes.
+:class:`Gap` (or ``Range.dropped``), never as wrong bytes. A jump is such a gap
+only as far as the store records that many bytes dropped from that stream (the
+count is written in the transaction that deletes tail chunks): any other jump is
+missing chunk rows, and every reader raises DamagedError (:func:`joined`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from outspool.codec import ChunkRecord, decode
+from outspool.errors import DamagedError
 from outspool.heartbeat import end_lost
 from outspool.models import Chunk, Execution, Stream
 from outspool.store.base import Store
@@ -112,6 +116,48 @@ def chunk_start(chunk: Chunk, stream: Stream | None) -> int:
     return chunk.all_offset
 
 
+#: Where each stream's bytes of a chunk start, or end: (stdout, stderr).
+Ends = tuple[int, int]
+#: Where the first chunk starts.
+START: Ends = (0, 0)
+
+
+def ends_of(record: ChunkRecord) -> Ends:
+    return (record.stdout_offset + record.stdout_size, record.stderr_offset + record.stderr_size)
+
+
+def continues(store: Store, ends: Ends | None, record: ChunkRecord) -> Ends:
+    """``record``'s ends, once it is checked to follow chunks read before it that ended
+    at ``ends`` (None: it is the first read)."""
+    if ends is not None:
+        joined(store, record, ends, (record.stdout_offset, record.stderr_offset))
+    return ends_of(record)
+
+
+def joined(store: Store, record: ChunkRecord, ends: Ends, starts: Ends) -> None:
+    """Check that chunks ending at ``ends`` and chunks starting at ``starts`` (``record``
+    the first of the later ones) join: where they do not, the bytes between must be
+    an output limit's gap, which the store counts as dropped; otherwise chunk rows
+    were deleted behind the store's back: DamagedError. The record is read after the
+    chunks, and the count grows in the transaction that deletes tail chunks, so it
+    covers every gap a reader could have seen."""
+    missing = [
+        (s, start - end)
+        for s, end, start in zip((Stream.STDOUT, Stream.STDERR), ends, starts, strict=True)
+        if start > end
+    ]
+    if not missing:
+        return
+    ex = store.get(record.execution_id)
+    for s, size in missing:
+        dropped = ex.stdout_dropped if s is Stream.STDOUT else ex.stderr_dropped
+        if size > dropped:
+            raise DamagedError(
+                f"the output of {record.execution_id} is damaged: {size} bytes of "
+                f"{s.name.lower()} before chunk {record.chunk_index} are missing"
+            )
+
+
 def read_range(
     store: Store, execution_id: str, stream: Stream | None, offset: int = 0, limit: int = 1 << 20
 ) -> Range:
@@ -122,6 +168,7 @@ def read_range(
     pos = offset
     batches = Batches()  # a chunk holds up to max_chunk_size: a small range needs one or two
     dropped = 0
+    ends = START if after < 0 else None
     while len(out) < limit:
         records = store.chunks_after(execution_id, after, batches.size)
         batches.fetched(records)
@@ -129,6 +176,7 @@ def read_range(
             return Range(bytes(out), offset, pos, True, dropped)
         for record in records:
             after = record.chunk_index
+            ends = continues(store, ends, record)
             chunk = decode(record)
             data = chunk.data(stream)
             start = chunk_start(chunk, stream)
@@ -157,12 +205,15 @@ def read_all(store: Store, execution_id: str, stream: Stream | None) -> bytes:
 def iter_chunks(store: Store, execution_id: str, after: int = -1) -> Iterator[ChunkRecord]:
     """Stored chunk rows after index ``after``, in order, about :data:`BATCH_BYTES` at a time."""
     batches = Batches()
+    ends = START if after < 0 else None
     while True:
         records = store.chunks_after(execution_id, after, batches.size)
         batches.fetched(records)
         if not records:
             return
-        yield from records
+        for record in records:
+            ends = continues(store, ends, record)
+            yield record
         after = records[-1].chunk_index
 
 
@@ -213,15 +264,17 @@ def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = No
     newlines = 0
     before = 1 << 62
     end: int | None = None
-    edge = _Edge(stream)
+    edge = _Edge(store, stream)
     batch = 1  # the newest chunk usually holds enough lines: fetch more only when not
     while lines > 0 and not edge.dropped:
         records = store.chunks_before(execution_id, before, batch)
         if not records:
+            edge.join(None)
             break
         batch = min(batch * 2, 8)
         for record in records:
             before = record.chunk_index
+            edge.join(record)
             chunk = decode(record)
             data = chunk.data(stream)
             if not data:
@@ -254,10 +307,21 @@ def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = No
 class _Edge:
     """Walking chunks newest first: where each stream's collected bytes start; finds a gap."""
 
-    def __init__(self, stream: Stream | None) -> None:
+    def __init__(self, store: Store, stream: Stream | None) -> None:
+        self.store = store
         self.stream = stream
         self.start: dict[Stream, int] = {}
         self.dropped = 0
+        self._newer: ChunkRecord | None = None
+
+    def join(self, record: ChunkRecord | None) -> None:
+        """Check that ``record`` (None: the start of the output) ends where the one read
+        before it starts (:func:`joined`)."""
+        newer = self._newer
+        if newer is not None:
+            ends = START if record is None else ends_of(record)
+            joined(self.store, newer, ends, (newer.stdout_offset, newer.stderr_offset))
+        self._newer = record
 
     def gap_after(self, chunk: Chunk) -> bool:
         """True (and ``dropped`` set) when bytes are missing between ``chunk`` and newer ones."""
@@ -363,6 +427,7 @@ class Follower:
         self._tails: dict[Stream, list[int]] = {}  # held chunks past a stream's first held gap
         # where each stream's last fetched chunk ends (from the start: every stream at 0)
         self._tip = {} if offset else {s: 0 for s in Stream if stream in (None, s)}
+        self._ends = START if self._after < 0 else None  # where the chunks read so far end
 
     def poll(self, timeout: float = 1.0) -> list[tuple[Stream, bytes | Gap]]:
         """New output, waiting up to ``timeout`` seconds when there is none yet."""
@@ -455,6 +520,8 @@ class Follower:
         self._batches.fetched(records)
         if records:
             self._after = records[-1].chunk_index
+        for record in records:
+            self._ends = continues(self.store, self._ends, record)
         return [decode(r) for r in records], len(records) == asked
 
     def _settle(self, found: list[Chunk], release: bool) -> list[Chunk]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from outspool.codec import decode
-from outspool.follow import Cursor
+from outspool.follow import START, Cursor, continues
 from outspool.models import Stream
 from outspool.store.base import Store
 
@@ -73,9 +73,11 @@ def iter_pieces(store: Store, execution_id: str, offset: int = 0) -> Iterator[Pi
     first = store.chunk_containing(execution_id, None, offset) if offset else None
     after = -1 if first is None else first - 1
     cursor: Cursor | None = None
+    ends = START if after < 0 else None
     while records := store.chunks_after(execution_id, after, _BATCH):
         for record in records:
             after = record.chunk_index
+            ends = continues(store, ends, record)
             chunk = decode(record)
             if cursor is None:  # from the first chunk read: what lies before it is not a gap
                 cursor = Cursor(None, chunk.stdout_offset, chunk.stderr_offset)

@@ -20,6 +20,7 @@ an edge is looked at line by line.
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,13 +77,19 @@ class Window:
         return None
 
 
+_QUIET = threading.Lock()
+
+
 def compile_pattern(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
     """The pattern, compiled; ConfigError with the reason when it is not valid."""
     if len(pattern) > MAX_PATTERN:
         raise ConfigError(f"a pattern is at most {MAX_PATTERN} characters")
     flags = re.MULTILINE | (re.IGNORECASE if ignore_case else 0)
     try:
-        with warnings.catch_warnings():  # "possible nested set" ([[): valid, only flagged
+        # "possible nested set" ([[): valid, only flagged. catch_warnings saves and restores
+        # the process's one list of filters: two threads in it at once would restore each
+        # other's and leave FutureWarnings ignored for good, so one thread at a time.
+        with _QUIET, warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return re.compile(pattern, flags)
     except re.error as exc:

@@ -230,7 +230,13 @@ for i in range(3000):
 def test_random_bit_flips_in_the_database_file_are_reported(db_path: Path) -> None:
     """The issue's case: 100 random bit flips in stored output passed integrity_check and
     ``logs`` printed wrong bytes with exit 0."""
-    small_chunks = {"OUTSPOOL_COMPRESSION": "none", "OUTSPOOL_MAX_CHUNK_SIZE": "16384"}
+    # reads of at most 16 KiB (reads are never cut) close chunks of at most 32 KiB: the
+    # 141 KB of output fill more than 3 chunks however the capture keeps pace with it
+    small_chunks = {
+        "OUTSPOOL_COMPRESSION": "none",
+        "OUTSPOOL_MAX_CHUNK_SIZE": "16384",
+        "OUTSPOOL_READ_SIZE": "16384",
+    }
     ran = run_cli("run", "--db", str(db_path), "--", sys.executable, "-c", LINES, env=small_chunks)
     assert ran.rc == 0, ran
     truth = ran.stdout
@@ -297,3 +303,31 @@ def test_a_bit_flipped_in_a_segment_file_is_reported(db_path: Path, settings: Se
         assert spool.output("big", None, 0, BIG_CHUNK).data  # chunk 0 is whole
         with pytest.raises(DamagedError, match=r"chunk 1 of big is damaged: its bytes in .*fail"):
             spool.read("big")
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["the first", "one in the middle"])
+def test_a_deleted_chunk_row_is_damage_not_a_gap(
+    spool: Outspool, db_url: str, client: httpx.Client, index: int
+) -> None:
+    """Bytes missing where no output limit dropped any are chunk rows lost behind the
+    store's back: every read says so, the CLI in one line (exit 2), the page's stream
+    with a ``problem`` event; never a gap notice over wrong output."""
+    execution_id = stored(spool)
+    with connection(spool.store) as run:
+        run(
+            "DELETE FROM execution_output_chunks WHERE execution_id = %s AND chunk_index = %s",
+            (execution_id, index),
+        )
+    for name, read in READS.items():
+        with pytest.raises(DamagedError, match="are missing") as caught:
+            got = read(spool, execution_id)
+            pytest.fail(f"{name} returned {got!r:.200}")
+        assert f"the output of {execution_id} is damaged" in str(caught.value), name
+    found = run_cli("logs", "--db", db_url, execution_id)
+    assert found.rc == 2, found
+    assert len(found.err_lines) == 1 and "are missing" in found.err_lines[0], found.err_lines
+    raw = client.get(f"/api/executions/{execution_id}/raw")
+    assert raw.status_code == 500 and "are missing" in raw.json()["error"]
+    events = collect(client, f"/api/executions/{execution_id}/events")
+    assert [e.kind for e in events if e.kind != "output"] == ["problem"]
+    assert "are missing" in events[-1].data["error"]

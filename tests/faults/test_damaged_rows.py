@@ -57,16 +57,52 @@ def test_ls_lists_damaged_rows_as_damaged_and_the_rest(
     assert listing.rc == 0, listing.stderr
     assert b"Traceback" not in listing.stderr
     rows = {row["id"]: row for row in json.loads(listing.stdout)}
-    # NOT fixed: a text created_at sorts after every number in SQLite, so the listing
-    # (by created_at, format 5's index) never reaches that row; show and logs do
-    assert set(rows) == set(damaged.values()) - {damaged["created_at"]}
+    # a text created_at sorts after every number in SQLite: it is listed first
+    assert set(rows) == set(damaged.values())
     assert rows[damaged["healthy"]]["status"] == "succeeded"
-    for column in set(DAMAGE) - {"created_at"}:
+    for column in DAMAGE:
         row = rows[damaged[column]]
         assert row["status"] == "damaged", column
         assert column in row["damage"]
     table = run_cli("ls", "--db", str(db_path))
-    assert table.rc == 0 and table.stdout.count(b"damaged") == len(DAMAGE) - 1
+    assert table.rc == 0 and table.stdout.count(b"damaged") == len(DAMAGE)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 100])
+def test_ls_status_damaged_finds_the_damaged_rows(
+    db_path: Path, run_cli: RunCli, damaged: dict[str, str], limit: int
+) -> None:
+    """No row stores status ``damaged``: ``ls --status damaged`` found none."""
+    listing = run_cli("ls", "--db", str(db_path), "--status", "damaged", "-n", str(limit), "--json")
+    assert listing.rc == 0, listing.stderr
+    found = [row["id"] for row in json.loads(listing.stdout)]
+    everything = run_cli("ls", "--db", str(db_path), "--json")
+    newest_first = [row["id"] for row in json.loads(everything.stdout)]
+    expected = [i for i in newest_first if i != damaged["healthy"]]
+    assert found == expected[:limit]
+
+
+def test_ls_pages_through_damaged_rows(spool: Outspool, damaged: dict[str, str]) -> None:
+    """Paging with ``before`` reaches every row once, the damaged ones too."""
+    seen: list[str] = []
+    before = None
+    while page := spool.list(limit=2, before=before):
+        seen += [ex.id for ex in page]
+        before = page[-1].id
+    assert sorted(seen) == sorted(damaged.values())
+    damaged_pages: list[str] = []
+    before = None
+    while page := spool.list(status=Status.DAMAGED, limit=2, before=before):
+        damaged_pages += [ex.id for ex in page]
+        before = page[-1].id
+    assert sorted(damaged_pages) == sorted(set(damaged.values()) - {damaged["healthy"]})
+
+
+def test_metrics_count_a_damaged_status(serve: ServeFactory, damaged: dict[str, str]) -> None:
+    with serve().client() as client:
+        answer = client.get("/metrics")
+        assert answer.status_code == 200, answer.text
+        assert 'status="damaged"' in answer.text
 
 
 @pytest.mark.parametrize("column", list(DAMAGE))
@@ -87,7 +123,7 @@ def test_the_api_lists_and_shows_damaged_rows(serve: ServeFactory, damaged: dict
         listing = client.get("/api/executions", params={"limit": 100})
         assert listing.status_code == 200
         statuses = {row["id"]: row["status"] for row in listing.json()["executions"]}
-        assert list(statuses.values()).count("damaged") == len(DAMAGE) - 1  # see above
+        assert list(statuses.values()).count("damaged") == len(DAMAGE)
         for column in DAMAGE:
             one = client.get(f"/api/executions/{damaged[column]}")
             assert one.status_code == 200

@@ -41,6 +41,8 @@ from outspool.store.base import (
 Params = Mapping[str, Any]
 #: Chunk rows sealed per statement while migrating (each up to ``max_chunk_size`` of blobs).
 SEAL_PAGE = 64
+#: Rows read per query while looking for damaged ones (``ls --status damaged``).
+DAMAGE_PAGE = 500
 #: A chunk as read, and the CRC its blobs were already checked against (None: not yet).
 Checked = tuple[ChunkRecord, int | None]
 
@@ -315,6 +317,8 @@ class SqlStore(abc.ABC):
         labels: Mapping[str, str] | None = None,
         since: float | None = None,
     ) -> list[Execution]:
+        if status is Status.DAMAGED:
+            return self._damaged(limit, before, name=name, labels=labels, since=since)
         params = {
             "status": status.value if status else None,
             "limit": limit,
@@ -330,14 +334,27 @@ class SqlStore(abc.ABC):
             )
         ]
 
+    def _damaged(self, limit: int, before: str | None, **filters: Any) -> list[Execution]:
+        """Damaged rows, newest first. No row stores that status: a row is damaged when it
+        does not read whole, so every row is read, a page at a time (damage is rare)."""
+        found: list[Execution] = []
+        while len(found) < limit:
+            page = self.list_executions(None, DAMAGE_PAGE, before, **filters)
+            found += [ex for ex in page if ex.status is Status.DAMAGED]
+            if len(page) < DAMAGE_PAGE:
+                break
+            before = page[-1].id
+        return found[:limit]
+
     def stats(self) -> StoreStats:
-        rows = self._rows("execution_counts", {})
+        counts: dict[Status, int] = {}
+        sizes: dict[Status, int] = {}
+        for r in self._rows("execution_counts", {}):
+            status = _status(r["status"])  # an unknown one: a damaged row
+            counts[status] = counts.get(status, 0) + int(r["executions"])
+            sizes[status] = sizes.get(status, 0) + int(r["bytes"] or 0)
         stored = self._rows("stored_bytes", {})[0]["stored"]
-        return StoreStats(
-            {Status(r["status"]): int(r["executions"]) for r in rows},
-            {Status(r["status"]): int(r["bytes"]) for r in rows},
-            int(stored or 0),
-        )
+        return StoreStats(counts, sizes, int(stored or 0))
 
     # --- output ------------------------------------------------------------------------
 
@@ -604,6 +621,13 @@ def statements(script: str) -> list[str]:
     """Split a block of plain DDL (no semicolons inside literals) into statements."""
     body = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
     return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def _status(value: Any) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        return Status.DAMAGED
 
 
 def _list_query(status: Status | None, filtered: bool = False) -> str:

@@ -213,10 +213,11 @@ SELECT * FROM executions WHERE name = :name ORDER BY created_at DESC, id DESC LI
 
 -- name: list_executions
 -- Pages newest first. The bound on created_at is a range the index can seek to: without
--- ``before`` it is +inf, so the first page costs the same at any size.
+-- ``before`` it is an empty blob, which SQLite sorts after every number and every text, so
+-- the first page costs the same at any size and a damaged text created_at is listed too.
 SELECT * FROM executions
-WHERE created_at <= coalesce((SELECT created_at FROM executions WHERE id = :before), 1e308)
-  AND (created_at < coalesce((SELECT created_at FROM executions WHERE id = :before), 1e308)
+WHERE created_at <= coalesce((SELECT created_at FROM executions WHERE id = :before), X'')
+  AND (created_at < coalesce((SELECT created_at FROM executions WHERE id = :before), X'')
        OR id < :before)
   AND (:before IS NULL OR EXISTS (SELECT 1 FROM executions WHERE id = :before))
 ORDER BY created_at DESC, id DESC
@@ -225,8 +226,8 @@ LIMIT :limit;
 -- name: list_executions_by_status
 SELECT * FROM executions
 WHERE status = :status
-  AND created_at <= coalesce((SELECT created_at FROM executions WHERE id = :before), 1e308)
-  AND (created_at < coalesce((SELECT created_at FROM executions WHERE id = :before), 1e308)
+  AND created_at <= coalesce((SELECT created_at FROM executions WHERE id = :before), X'')
+  AND (created_at < coalesce((SELECT created_at FROM executions WHERE id = :before), X'')
        OR id < :before)
   AND (:before IS NULL OR EXISTS (SELECT 1 FROM executions WHERE id = :before))
 ORDER BY created_at DESC, id DESC
