@@ -9,7 +9,10 @@ machine: there the kernel is asked (:mod:`outspool.liveness`), and a process
 that is alive is never declared lost. A process that finds its executions
 marked ``lost`` while it is alive (by a recoverer elsewhere) restores them.
 The same thread looks for cancellation requests (``outspool cancel`` from
-anywhere) for the executions it runs.
+anywhere) for the executions it runs. It works on a store of its own
+(:meth:`~outspool.store.base.Store.presence`): on PostgreSQL its own connection,
+where no statement waits for a lock longer than a heartbeat interval, so a
+writer stalled behind a lock or in a long transaction does not delay it.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Heartbeat:
         on_cancel: Callable[[str, str | None], None],
     ) -> None:
         self.store = store
+        self._presence = store
         self.worker_id = worker_id
         self._kind = kind
         self._interval = interval
@@ -78,14 +82,19 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="outspool-heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:
-        self.store.register_worker(
-            self.worker_id,
-            socket.gethostname(),
-            os.getpid(),
-            self._kind,
-            time.time(),
-            process=identity(),
-        )
+        self._presence = self.store.presence(self._interval)
+        try:
+            self._presence.register_worker(
+                self.worker_id,
+                socket.gethostname(),
+                os.getpid(),
+                self._kind,
+                time.time(),
+                process=identity(),
+            )
+        except BaseException:
+            self._close_presence()
+            raise
         self._thread.start()
         return self
 
@@ -94,13 +103,20 @@ class Heartbeat:
         if self._thread.is_alive():
             self._thread.join()
         try:
-            self.store.heartbeat(self.worker_id, time.time(), stopped=True)
+            self._presence.heartbeat(self.worker_id, time.time(), stopped=True)
         except StoreError as exc:
             log.warning("could not record the end of %s: %s", self.worker_id, exc)
+        finally:
+            self._close_presence()
+
+    def _close_presence(self) -> None:
+        if self._presence is not self.store:
+            self._presence.close()
+            self._presence = self.store
 
     def _restore(self) -> None:
         """Executions of this live process that someone marked ``lost`` run again."""
-        restored = self.store.restore_lost(self.worker_id)
+        restored = self._presence.restore_lost(self.worker_id)
         if restored:
             log.warning(
                 "%d execution(s) of %s were marked lost while it was alive: restored",
@@ -114,10 +130,10 @@ class Heartbeat:
         while not self._stop.wait(min(CANCEL_POLL, self._interval)):
             try:
                 if time.monotonic() - last_beat >= self._interval:
-                    self.store.heartbeat(self.worker_id, time.time())
+                    self._presence.heartbeat(self.worker_id, time.time())
                     last_beat = time.monotonic()
                     self._restore()
-                for execution_id, reason in self.store.cancel_requests(self.worker_id):
+                for execution_id, reason in self._presence.cancel_requests(self.worker_id):
                     self._on_cancel(execution_id, reason)
                 failing = None
             except StoreError as exc:  # the database is away: keep trying, say so once

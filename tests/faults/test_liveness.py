@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import sqlite3
@@ -9,19 +10,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
+import pytest
 
 from outspool import Outspool, Status
 from outspool.liveness import Liveness, check, identity
+from outspool.store.postgres import PostgresStore
 from tests.conftest import RunCli, SpawnCli
-from tests.helpers import alive, capture_then_kill_it, wait_until
+from tests.helpers import CLI, alive, capture_then_kill_it, cli_env, wait_until
+from tests.postgres.database import fresh_schema
 
 #: The capturing process heartbeats once, at registration, and never again: as late as
 #: a heartbeat blocked behind another process's write lock or a full disk.
 SILENT = {"OUTSPOOL_HEARTBEAT_INTERVAL": "3600"}
 #: The recoverer (or follower) considers a heartbeat older than half a second stale.
 IMPATIENT = {"OUTSPOOL_HEARTBEAT_TIMEOUT": "0.5"}
+#: The heartbeat timeout of a recoverer that cannot ask the kernel: only the age speaks.
+STALE = 2.0
 
 
 def gated(gate: Path, lines: int = 3) -> list[str]:
@@ -38,6 +46,13 @@ def execution_of(db: str) -> str:
         return found[0].id if found else None
 
     return wait_until(running, message="a running execution")
+
+
+def scalar(conn: psycopg.Connection[Any], query: str, *params: object) -> Any:
+    """The one value of the one row ``query`` returns."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return next(iter(row.values()))
 
 
 def stale(db: str, execution_id: str) -> bool:
@@ -177,3 +192,67 @@ def test_a_write_lock_held_past_the_heartbeat_timeout_kills_nothing(
     assert follower.stdout.read() == b"".join(b"line %d\n" % i for i in range(6))
     with Outspool(db) as spool:
         assert spool.get(execution_id).status is Status.SUCCEEDED
+
+
+@pytest.mark.postgres
+def test_a_lock_that_stalls_the_writer_never_delays_the_heartbeat(
+    tmp_path: Path, spawn_cli: SpawnCli
+) -> None:
+    """PostgreSQL: another connection holds every lock on the executions and chunk tables
+    well past the heartbeat timeout while a run has output to commit. Its writer waits;
+    its heartbeat, on a connection of its own where no statement waits long for a lock,
+    goes on; so a recoverer that cannot ask the kernel (another PID namespace, as
+    another host) does not mark the run lost once the lock is gone, and nothing is lost."""
+    with fresh_schema() as url:
+        gate = tmp_path / "gate"
+        quick = {"OUTSPOOL_HEARTBEAT_INTERVAL": "0.1"}
+        run = spawn_cli("run", "--db", url, "--", *gated(gate), env=quick)
+        execution_id = execution_of(url)
+        store = PostgresStore(url)
+        with (
+            contextlib.closing(store.connect()) as look,
+            contextlib.closing(store.connect()) as lock,
+        ):
+            worker = scalar(look, "SELECT worker_id FROM executions WHERE id = %s", execution_id)
+            lock.execute("BEGIN")
+            lock.execute("LOCK TABLE executions, execution_output_chunks IN ACCESS EXCLUSIVE MODE")
+            taken = time.time()
+            gate.touch()  # the rest of the output, and the end, wait for the lock
+
+            def waiting(query: str) -> bool:
+                """Whether a session running ``query`` (a LIKE pattern) waits for the lock."""
+                return bool(
+                    scalar(
+                        look,
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE %s = ANY(pg_blocking_pids(pid)) AND query LIKE %s",
+                        lock.info.backend_pid,
+                        query,
+                    )
+                )
+
+            wait_until(lambda: waiting("%output_chunks%"), message="the writer to wait")
+            wait_until(
+                lambda: (
+                    scalar(look, "SELECT heartbeat_at FROM workers WHERE id = %s", worker)
+                    > taken + 2 * STALE
+                ),
+                message="the heartbeat to go on past the timeout while the lock is held",
+            )
+            elsewhere = subprocess.Popen(  # blocks on the lock, then looks
+                ["unshare", "--pid", "--fork", "--mount-proc", *CLI, "recover", "--db", url],
+                env=cli_env({"OUTSPOOL_HEARTBEAT_TIMEOUT": str(STALE)}),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            wait_until(
+                lambda: waiting("%LEFT JOIN workers%"), message="recover to wait for the lock too"
+            )
+            lock.execute("ROLLBACK")
+        out, err = elsewhere.communicate(timeout=60)
+        assert elsewhere.returncode == 0, err
+        assert execution_id.encode() not in out
+        assert run.wait(60) == 0
+        with Outspool(url) as spool:
+            assert spool.get(execution_id).status is Status.SUCCEEDED
+            assert spool.read(execution_id) == b"".join(b"line %d\n" % i for i in range(6))

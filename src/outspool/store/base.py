@@ -119,6 +119,14 @@ class Store(Protocol):
         """Release connections."""
         ...
 
+    def presence(self, lock_timeout: float) -> Store:
+        """The store for a heartbeat thread (close it when it is not this one): on
+        PostgreSQL on a connection of its own, on which a statement waits at most
+        ``lock_timeout`` seconds for a lock, so a stalled write path cannot delay the
+        heartbeat; on SQLite this store, whose one write lock every writer shares
+        (liveness on the capturing process's host does not hang on the heartbeat)."""
+        ...
+
     def create(
         self,
         job: Job,

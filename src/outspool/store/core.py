@@ -73,6 +73,9 @@ class SqlStore(abc.ABC):
     def __init__(self) -> None:
         self.sql = queries.load(self.dialect)
 
+    def presence(self, lock_timeout: float) -> SqlStore:
+        return self
+
     # --- what a backend supplies -------------------------------------------------------
 
     @abc.abstractmethod
@@ -450,6 +453,8 @@ class SqlStore(abc.ABC):
         return rows[0]["process"] if rows else None
 
     def restore_lost(self, worker_id: str) -> int:
+        if not self._rows("any_lost", {"id": worker_id}):  # a read: no lock to wait for
+            return 0
         with self._statement("write to") as cur:
             cur.execute(self.sql["restore_lost"], {"id": worker_id})
             return max(cur.rowcount, 0)

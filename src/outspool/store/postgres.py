@@ -114,11 +114,15 @@ class PostgresStore(SqlStore):
     dialect = "postgres"
     text_holds_nul = False
 
-    def __init__(self, url: str, settings: Settings | None = None) -> None:
+    def __init__(
+        self, url: str, settings: Settings | None = None, *, lock_timeout: float | None = None
+    ) -> None:
         super().__init__()
         self.url = url
         self.target = Target.parse(url)
-        self._timeout = (settings or Settings.load()).busy_timeout
+        self._settings = settings or Settings.load()
+        self._timeout = self._settings.busy_timeout
+        self._lock_timeout = lock_timeout
         self._pool: ConnectionPool | None = None
         self._listener: Listener | None = None
         self._lock = threading.Lock()
@@ -152,6 +156,15 @@ class PostgresStore(SqlStore):
             conn.execute(
                 sql.SQL("SET search_path TO {}").format(sql.Identifier(self.target.schema))
             )
+        if self._lock_timeout is not None:
+            wait = sql.Literal(f"{max(1, round(self._lock_timeout * 1000))}ms")
+            conn.execute(sql.SQL("SET lock_timeout TO {}").format(wait))
+
+    def presence(self, lock_timeout: float) -> PostgresStore:
+        """A store of its own (one pooled connection, reconnected like any) for the
+        heartbeat: the writer's transactions, and any lock that stalls them, never make
+        it wait for a connection, and it waits at most ``lock_timeout`` for a lock."""
+        return PostgresStore(self.url, self._settings, lock_timeout=lock_timeout)
 
     def _get_pool(self) -> ConnectionPool:
         with self._lock:

@@ -350,6 +350,10 @@ LEFT JOIN workers w ON w.id = e.worker_id
 WHERE e.status = 'running'
   AND (w.id IS NULL OR w.stopped_at IS NOT NULL OR w.heartbeat_at < :stale_before);
 
+-- name: any_lost
+-- Whether a process has executions marked lost: a read before restore_lost writes.
+SELECT 1 AS found FROM executions WHERE worker_id = :id AND status = 'lost' LIMIT 1;
+
 -- name: restore_lost
 UPDATE executions SET status = 'running', finished_at = NULL, reason = NULL,
                       output_truncated = 0
