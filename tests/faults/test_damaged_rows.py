@@ -12,6 +12,7 @@ import pytest
 from outspool import Outspool, Settings, Status
 from outspool.models import Execution
 from tests.conftest import RunCli
+from tests.faults.damage import connection
 from tests.web.conftest import ServeFactory
 
 #: column -> a value no outspool ever stored there
@@ -136,3 +137,31 @@ def test_a_damaged_row_reads_without_raising() -> None:
     ex = Execution.from_row(row)  # the missing columns are damage too
     assert ex.status is Status.DAMAGED
     assert ex.damage is not None and "status" in ex.damage and "created_at" in ex.damage
+
+
+def test_damaged_rows_on_either_backend(db_url: str, run_cli: RunCli) -> None:
+    """The damage each backend's columns can hold (PostgreSQL's created_at is a number):
+    listed as damaged with the rest, found by ``--status damaged``, shown, their output read."""
+    damage = {c: v for c, v in DAMAGE.items() if c != "created_at"}
+    for _ in range(len(damage) + 1):
+        assert run_cli("run", "-q", "--db", db_url, "--", "echo", "hello").rc == 0
+    with Outspool(db_url) as spool:
+        healthy, *hurt = [ex.id for ex in spool.list(limit=100)]
+        with connection(spool.store) as run:
+            for (column, value), execution_id in zip(damage.items(), hurt, strict=True):
+                run(f"UPDATE executions SET {column} = %s WHERE id = %s", (value, execution_id))
+    listing = run_cli("ls", "--db", db_url, "--json")
+    assert listing.rc == 0, listing.stderr
+    statuses = {row["id"]: row["status"] for row in json.loads(listing.stdout)}
+    assert statuses == {healthy: "succeeded", **dict.fromkeys(hurt, "damaged")}
+    found = run_cli("ls", "--db", db_url, "--status", "damaged", "--json")
+    assert found.rc == 0, found.stderr
+    assert [row["id"] for row in json.loads(found.stdout)] == hurt
+    with Outspool(db_url) as spool:
+        for execution_id in hurt:
+            assert spool.get(execution_id).status is Status.DAMAGED
+            assert spool.read(execution_id) == b"hello\n"
+    shown = run_cli("show", "--db", db_url, hurt[0])
+    assert shown.rc == 0 and b"damaged" in shown.stdout, shown
+    logs = run_cli("logs", "--db", db_url, hurt[0])
+    assert (logs.rc, logs.stdout) == (0, b"hello\n"), logs
