@@ -220,18 +220,23 @@ def test_a_lock_that_stalls_the_writer_never_delays_the_heartbeat(
             gate.touch()  # the rest of the output, and the end, wait for the lock
 
             def waiting(query: str) -> bool:
-                """Whether a session running ``query`` (a LIKE pattern) waits for the lock."""
+                """Whether a session running ``query`` (a LIKE pattern) waits for the lock:
+                not the heartbeat's own looks, which name its worker_id and give up after
+                lock_timeout."""
                 return bool(
                     scalar(
                         look,
                         "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE %s = ANY(pg_blocking_pids(pid)) AND query LIKE %s",
+                        "WHERE %s = ANY(pg_blocking_pids(pid)) AND query LIKE %s "
+                        "AND query NOT LIKE %s",
                         lock.info.backend_pid,
                         query,
+                        "%worker_id = %",
                     )
                 )
 
-            wait_until(lambda: waiting("%output_chunks%"), message="the writer to wait")
+            # the capture waits, in whichever statement it reached
+            wait_until(lambda: waiting("%"), message="the capture to wait for the lock")
             wait_until(
                 lambda: (
                     scalar(look, "SELECT heartbeat_at FROM workers WHERE id = %s", worker)
