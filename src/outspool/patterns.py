@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,27 @@ def plan(rx: re.Pattern[str]) -> Plan:
         r for r in (_usable(alts) for alts in _sequence(list(tree), flags)) if r is not None
     )
     return Plan(required, _safe(list(tree), flags))
+
+
+def haystacks(
+    required: Sequence[Required], data: bytes
+) -> Iterator[tuple[tuple[bytes, ...], bytes]]:
+    """For each requirement with usable text for ``data``: the needles to look for and the
+    haystack to look in (``data``, or its ASCII-lowercased copy, made once, for text
+    matched regardless of case)."""
+    ascii_only: bool | None = None
+    lowered: bytes | None = None
+    for req in required:
+        needles, hay = req.needles, data
+        if req.folded:
+            ascii_only = data.isascii() if ascii_only is None else ascii_only
+            needles = req.ascii_needles if ascii_only else needles
+        if not needles:
+            continue
+        if req.folded:
+            lowered = data.lower() if lowered is None else lowered
+            hay = lowered
+        yield needles, hay
 
 
 def _name(op: Any) -> str:

@@ -31,7 +31,7 @@ from outspool.errors import ConfigError
 from outspool.follow import Cursor, iter_chunks
 from outspool.linetimes import Timeline, base_ms
 from outspool.models import Chunk, Stream
-from outspool.patterns import Plan, plan
+from outspool.patterns import Plan, haystacks, plan
 from outspool.store.base import Store
 from outspool.when import ms_from
 
@@ -202,19 +202,7 @@ class Matcher:
         for. The haystack is ``data`` or, for text matched regardless of case, its
         ASCII-lowercased copy."""
         best: tuple[int, tuple[bytes, ...], bytes] | None = None
-        ascii_only: bool | None = None
-        lowered: bytes | None = None
-        for required in self._plan.required:
-            needles = required.needles
-            if required.folded:
-                ascii_only = data.isascii() if ascii_only is None else ascii_only
-                needles = required.ascii_needles if ascii_only else needles
-            if not needles:
-                continue
-            hay = data
-            if required.folded:
-                lowered = data.lower() if lowered is None else lowered
-                hay = lowered
+        for needles, hay in haystacks(self._plan.required, data):
             hits = sum(hay.count(needle, lo, hi) for needle in needles)
             if best is None or hits < best[0]:
                 best = (hits, needles, hay)

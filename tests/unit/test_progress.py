@@ -133,6 +133,7 @@ class _Recording:
 
     def __init__(self, pattern: re.Pattern[bytes]) -> None:
         self._pattern = pattern
+        self.pattern, self.flags = pattern.pattern, pattern.flags  # read by the prefilter
         self.longest_line = 0
         self.searched = 0
 
@@ -143,7 +144,9 @@ class _Recording:
         return self._pattern.search(text)
 
 
-@pytest.mark.parametrize("piece", [b"7" * 100_000, (b"7" * 1000 + b"\n") * 100, b"x" * 8192])
+@pytest.mark.parametrize(
+    "piece", [b"7" * 100_000 + b"%", (b"7" * 1000 + b"%\n") * 100, b"x" * 8191 + b"%"]
+)
 def test_work_per_read_is_bounded_whatever_the_output(piece: bytes) -> None:
     # a pattern like \d+% tried at every digit of a long run backtracks over the rest of it:
     # the cost of searching a line grows with its length squared, so no line longer than
@@ -171,3 +174,39 @@ def test_progress_at_the_end_of_a_long_line_is_found() -> None:
     assert mon.progress is not None
     assert mon.progress.percent == 42.0
     assert mon.progress.text.endswith("7 42%")
+
+
+def test_a_tail_without_the_text_every_match_needs_skips_the_engine() -> None:
+    assert DEFAULT is not None
+    recording = _Recording(DEFAULT)
+    mon = Monitor(cast("re.Pattern[bytes]", recording))
+    bulk = b"".join(b"%063x\n" % (i * 0x9E3779B97F4A7C15) for i in range(20_000))
+    mon.feed(bulk)
+    assert recording.searched == 0
+    assert mon.progress is None
+    mon.feed(bulk + b"STEP 7 of 9\n")  # needs "step ", found case-insensitively
+    assert recording.searched > 0
+    assert mon.progress == Progress("STEP 7 of 9", None)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "line"),
+    [
+        (DEFAULT_PROGRESS_PATTERNS, b"ERROR: disk"),
+        (DEFAULT_PROGRESS_PATTERNS, b"Warning"),
+        (DEFAULT_PROGRESS_PATTERNS, b"at 12%"),
+        (DEFAULT_PROGRESS_PATTERNS, "\u00e9t\u00e9 Complete".encode()),
+        (["café \\d+"], "CAFé 12".encode()),
+        (["[0-9]+ items"], b"12 ITEMS"),
+        (["\\d+/\\d+"], b"3/10"),
+        (["done\\s*$"], b"done   "),
+        (["kiss"], b"KISS"),
+    ],
+)
+def test_the_prefilter_never_hides_a_match(patterns: list[str], line: bytes) -> None:
+    pattern = compile_patterns(patterns)
+    assert pattern is not None and pattern.search(line) is not None
+    for text in (line, b"x" * 5000 + b"\n" + line, line + b"\r", b"\x9e\xff\n" + line):
+        mon = Monitor(pattern)
+        mon.feed(text)
+        assert mon.progress is not None, text
