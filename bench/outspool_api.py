@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 OUTSPOOL = str(Path(sys.executable).parent / "outspool")
+
+# The harness measures whole captures: no output limit (by default a stream keeps only its
+# first and last 32 MiB, so a 1 GiB bulk capture would store 64 MiB and drop the rest).
+os.environ.setdefault("OUTSPOOL_MAX_OUTPUT", "0")
 ID_LINE = re.compile(r"outspool: execution (\S+)")
 
 
