@@ -96,8 +96,8 @@ class OutputBuffer:
         if tail:
             self._tails[stream].append(len(self._segments))
             self._tail_size[stream] += len(data)
-        elif self.head_size <= self._policy.max_buffer_size:  # past it, lines cannot matter
-            self._lines += data.count(b"\n")
+        elif self.head_size + len(data) <= self._policy.max_buffer_size:
+            self._lines += data.count(b"\n")  # past the size trigger lines cannot matter
         self._segments.append((stream, data))
         self._stamps.append(ms)
         self._size += len(data)

@@ -68,6 +68,17 @@ def test_line_trigger_is_more_than_max_buffer_lines() -> None:
     assert buf.due(now=0.0, writer_idle=False)
 
 
+def test_a_read_past_the_size_trigger_is_not_counted_for_lines() -> None:
+    # bulk reads are due by size alone: counting their newlines would be wasted work
+    buf = OutputBuffer(POLICY)
+    buf.append(OUT, b"\n" * 101, now=0.0)
+    assert buf.lines == 0
+    assert buf.due(now=0.0, writer_idle=False)
+    buf = OutputBuffer(POLICY)
+    buf.append(OUT, b"\n" * 2 + b"x" * 98, now=0.0)  # exactly at the size: still counted
+    assert buf.lines == 2
+
+
 def test_carriage_returns_are_not_lines() -> None:
     buf = OutputBuffer(POLICY)
     buf.append(OUT, b"\r10%\r20%\r30%\r40%\r", now=0.0)
