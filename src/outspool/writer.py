@@ -206,7 +206,10 @@ class Writer:
             idle_flush_delay=settings.idle_flush_delay,
         )
         self._pattern = compile_patterns(settings.progress_patterns)
-        self._encoder = Encoder(settings.compression, settings.compression_level)
+        level = settings.compression_level
+        self._encoder = Encoder(
+            settings.compression, store.compression_level if level is None else level
+        )
         self._cond = threading.Condition()
         self._sinks: dict[str, Sink] = {}
         self._finishing: list[Sink] = []

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from outspool.codec import RAW, ChunkRecord, Encoder, decode
+from outspool.client import Outspool
+from outspool.codec import RAW, ZSTD, ChunkRecord, Encoder, decode
 from outspool.errors import NotFoundError, StoreError
 from outspool.jobs import Job
 from outspool.models import Outcome, Status, Stream
@@ -336,3 +338,21 @@ def test_a_write_that_fails_records_neither_start_nor_end(store: Store) -> None:
         )
     got = store.get("e")
     assert (got.status, got.pid, got.finished_at) == (Status.QUEUED, None, None)
+
+
+#: 400 KB of base64 text: level 1 shrinks it (Huffman), the fast negative levels leave it.
+BASE64 = "import base64, os, sys; sys.stdout.write(base64.b64encode(os.urandom(300_000)).decode())"
+
+
+@pytest.mark.parametrize("level", [None, 1, -1])
+def test_chunks_are_stored_at_the_backends_own_level_unless_one_is_set(
+    backend: str, url: str, level: int | None
+) -> None:
+    own = {"sqlite": RAW, "postgres": ZSTD}[backend]  # -1 on SQLite, 1 on PostgreSQL
+    expected = own if level is None else {1: ZSTD, -1: RAW}[level]
+    with Outspool(url, Settings.load(compression_level=level)) as spool:
+        ex = spool.run([sys.executable, "-c", BASE64])
+        records = spool.store.chunks_after(ex.id, -1, 1000)
+        assert records
+        assert {r.codec for r in records} == {expected}
+        assert len(spool.read(ex.id)) == 400_000

@@ -115,6 +115,12 @@ class Store(Protocol):
         """A short human name for messages (a password is never echoed)."""
         ...
 
+    @property
+    def compression_level(self) -> int:
+        """The zstd level chunks are stored at when the ``compression_level`` setting is
+        unset: what costs least here, the compressor's CPU or the bytes stored."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
