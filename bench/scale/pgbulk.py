@@ -42,6 +42,7 @@ from bench.scale.common import (
     DSN,
     Section,
     cpu_seconds,
+    fmt,
     log,
     pg_schema,
     pg_unavailable,
@@ -122,10 +123,11 @@ def measure(sizes: tuple[int, ...], runs: int, mode: str) -> Section:
         shutil.rmtree(work, ignore_errors=True)
     section.data = {str(k): v for k, v in results.items()}
     rows = [
-        [f"{size // MIB} MiB", r["sqlite"]["wall_s"], r["postgres"]["wall_s"], r["ratio"],
-         r["sqlite"]["cpu_s"], r["postgres"]["cpu_s"], r["postgres"]["server_s"],
-         r["postgres"]["aux_s"], r["cpu_ratio"], r["postgres"]["wal_per_byte"], r["identical"],
-         "met" if r["ratio"] <= 1.3 else "**NOT MET**"]
+        [f"{size // MIB} MiB", r["sqlite"]["wall_s"], r["postgres"]["wall_s"],
+         *(fmt(v, 2) for v in (r["ratio"], r["sqlite"]["cpu_s"], r["postgres"]["cpu_s"],
+                               r["postgres"]["server_s"], r["postgres"]["aux_s"],
+                               r["cpu_ratio"], r["postgres"]["wal_per_byte"])),
+         r["identical"], "met" if r["ratio"] <= 1.3 else "**NOT MET**"]
         for size, r in results.items()
     ]  # fmt: skip
     section.body += table(
