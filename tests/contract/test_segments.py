@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sqlite3
 from pathlib import Path
@@ -15,7 +16,7 @@ from outspool.jobs import Job
 from outspool.models import Outcome, Status, Stream
 from outspool.settings import Settings
 from outspool.store import OutputUpdate, WriteBatch, open_store
-from outspool.store.segments import THRESHOLD
+from outspool.store.segments import THRESHOLD, WRITEBACK_STEP, Segments
 from outspool.store.sqlite import SqliteStore
 
 BIG_OUT = os.urandom(THRESHOLD)  # incompressible: stays this size, so it goes to a segment
@@ -82,3 +83,47 @@ def test_a_damaged_segment_is_reported_never_returned(tmp_path: Path, damage: st
             store.chunks_after("hurt", -1, 10)
     finally:
         store.close()
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _CacheStat(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")
+    ]
+
+
+def dirty_pages(path: Path) -> int | None:
+    """Pages of ``path`` waiting in the page cache to be written (Linux 6.5+ ``cachestat``,
+    system call 451); None where the kernel cannot say."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        whole, stat = _Range(0, 0), _CacheStat()
+        if libc.syscall(451, fd, ctypes.byref(whole), ctypes.byref(stat), 0) != 0:
+            return None
+        return int(stat.dirty)
+    finally:
+        os.close(fd)
+
+
+def test_a_growing_segment_is_handed_to_the_disk_before_its_execution_ends(
+    tmp_path: Path,
+) -> None:
+    # so that the fsync at the end of a large capture finds little left to write
+    segments = Segments(tmp_path / "w.db")
+    try:
+        for _ in range(WRITEBACK_STEP // (1 << 20) + 1):
+            segments.append("grow", os.urandom(1 << 20), b"")
+        path = segments.path("grow")
+        if not dirty_pages(path):
+            pytest.skip("the kernel cannot say, or already wrote the file out by itself")
+        segments.sync()  # what the checkpointer calls: the execution is still running
+        assert dirty_pages(path) == 0
+        segments.append("grow", b"more", b"")
+        assert path.stat().st_size == (WRITEBACK_STEP // (1 << 20) + 1) * (1 << 20) + 4
+    finally:
+        segments.close()
