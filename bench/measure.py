@@ -49,14 +49,19 @@ def _hwm_kib(pid: int) -> int | None:
     return None
 
 
-def _cpu_s(pid: int) -> float | None:
+def stat_cpu(stat_file: Path) -> float | None:
+    """CPU seconds (user + system) in a ``/proc/.../stat`` file; None once it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = stat_file.read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _cpu_s(pid: int) -> float | None:
+    return stat_cpu(Path(f"/proc/{pid}/stat"))
 
 
 def _write_bytes(pid: int) -> int | None:

@@ -22,17 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.measure import CLK_TCK
+from bench.measure import stat_cpu
 from bench.scale.common import ticker
 
 
 def thread_cpu(native_id: int | None) -> float:
-    try:
-        stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return stat_cpu(Path(f"/proc/self/task/{native_id}/stat")) or 0.0
 
 
 def _native_id(name: str) -> int | None:

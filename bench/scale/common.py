@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, RESULTS
-from bench.measure import CLK_TCK
+from bench.measure import stat_cpu
 
 #: The PostgreSQL server the benchmarks use (each scenario in a schema of its own).
 DSN = os.environ.get("OUTSPOOL_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,12 +124,7 @@ def _status_field(text: str, name: str) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return stat_cpu(Path(f"/proc/{pid}/stat")) or 0.0
 
 
 class Watch(threading.Thread):
