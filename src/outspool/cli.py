@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from outspool import __version__, display, labels, watch
+from outspool import __version__, display, heap, labels, watch
 from outspool.client import Outspool, Running
 from outspool.errors import ConfigError, InvalidStateError, OutspoolError
 from outspool.follow import Gap
@@ -25,7 +25,6 @@ from outspool.jobs import Job
 from outspool.lines import LineSplitter
 from outspool.logview import LineView
 from outspool.models import Execution, Status, Stream
-from outspool.process import limit_malloc_arenas
 from outspool.search import Window, compile_pattern
 from outspool.settings import MAX_TIMEOUT, Settings, check_timeout
 from outspool.units import parse_duration, parse_size
@@ -886,7 +885,7 @@ def prune(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user mistakes get one line on stderr and exit code 2, never a traceback."""
-    limit_malloc_arenas()
+    heap.tune()  # this process is ours: fewer arenas, read buffers reused instead of refaulted
     show_library_messages()
     try:
         cli.main(args=argv, prog_name="outspool", standalone_mode=False)

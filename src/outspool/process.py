@@ -89,21 +89,6 @@ class Child:
             self.pidfd = None
 
 
-_M_ARENA_MAX = -8
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's per-thread malloc arenas for a capturing process (best effort).
-
-    Each capture thread otherwise gets an arena that keeps freed read buffers,
-    and a process capturing 64 programs grows by tens of MB it no longer uses.
-    Called by the CLI only: a library must not change its host's allocator.
-    """
-    mallopt = getattr(_libc, "mallopt", None)
-    if mallopt is not None:
-        mallopt(_M_ARENA_MAX, arenas)
-
-
 #: Signals a program starts with at their default action, whatever this process does.
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: prlimit's option for each resource a :class:`ChildSetup` may lower.
