@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Any
 
 import pytest
@@ -82,3 +83,17 @@ def test_a_segment_file_s_crc_continues_into_the_row_s() -> None:
     unread = dataclasses.replace(record, stdout=None, stderr=None)
     lengths = (len(record.stdout or b""), len(record.stderr or b""))
     assert checksum.seal(unread, crc, lengths) == record.checksum
+
+
+@given(st.binary(max_size=1 << 16), st.integers(min_value=0, max_value=2**32 - 1))
+def test_the_crc_is_zlib_s_crc_32(data: bytes, start: int) -> None:
+    """Stored checksums stay readable whichever implementation computes them (ISA-L's
+    where it is installed, zlib's elsewhere)."""
+    assert checksum.crc32(data, start) == zlib.crc32(data, start)
+    assert checksum.crc32(memoryview(data)) == zlib.crc32(data)
+
+
+def test_the_fast_crc_is_the_one_used() -> None:
+    """isal is a dependency wherever it has a wheel: on this machine it must be in use."""
+    pytest.importorskip("isal")
+    assert checksum.crc32.__module__.startswith("isal")

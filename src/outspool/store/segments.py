@@ -35,11 +35,11 @@ import functools
 import os
 import re
 import threading
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from outspool import checksum
 from outspool.errors import DamagedError, StoreError
 
 #: Chunks whose encoded blobs reach this many bytes go to segment files.
@@ -183,7 +183,7 @@ class Segments:
             raise StoreError(
                 f"cannot read the output of {execution_id} in {self.folder}: {exc.strerror or exc}"
             ) from None
-        if len(data) != total or zlib.crc32(data) != where.crc:
+        if len(data) != total or checksum.crc32(data) != where.crc:
             raise DamagedError(f"{damaged} fail their checksum")
         return data[: where.stdout_length], data[where.stdout_length :]
 
@@ -239,7 +239,7 @@ class Segments:
 
 def _crc(stdout: bytes, stderr: bytes, known: int | None) -> int:
     """The CRC-32 of both blobs (outspool.checksum.blobs), unless the encoder knew it."""
-    return zlib.crc32(stderr, zlib.crc32(stdout)) if known is None else known
+    return checksum.blobs(stdout, stderr) if known is None else known
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
