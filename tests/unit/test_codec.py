@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outspool.codec import RAW, ZSTD, ChunkRecord, Encoder, decode
+from outspool.codec import PROBE_FROM, PROBE_SIZE, RAW, ZSTD, ChunkRecord, Encoder, decode
 from outspool.errors import StoreError
 from outspool.models import Stream
 
@@ -75,6 +76,35 @@ def test_incompressible_chunk_is_stored_raw() -> None:
     assert record.codec == RAW
     assert record.stdout == noise[:40]
     assert record.stderr is None
+
+
+@pytest.mark.parametrize("level", [-1, 1, 3])
+def test_a_large_chunk_that_will_not_shrink_is_stored_raw(level: int) -> None:
+    noise = random.Random(7).randbytes(PROBE_FROM * 2)
+    segments = [(OUT, noise[:PROBE_FROM]), (ERR, b"a warning\n"), (OUT, noise[PROBE_FROM:])]
+    record = Encoder(level=level).encode("ex", 0, (0, 0), segments, 0.0)
+    assert record.codec == RAW
+    assert decode(record).stdout == noise
+    assert decode(record).stderr == b"a warning\n"
+
+
+@pytest.mark.parametrize("level", [-1, 1])
+def test_a_large_chunk_of_log_text_is_stored_compressed(level: int) -> None:
+    text = b"".join(b"%08d INFO worker-%d request ok\n" % (i, i % 7) for i in range(40_000))
+    assert len(text) >= PROBE_FROM
+    record = Encoder(level=level).encode("ex", 0, (0, 0), [(ERR, text), (OUT, b"x")], 0.0)
+    assert record.codec == ZSTD
+    assert len(record.stderr or b"") < len(text) // 10
+    assert decode(record).stderr == text
+
+
+def test_the_probe_looks_at_a_sample_only() -> None:
+    """Noise for the sample, then a long run of one byte: whole, it would shrink 10x; the
+    sample says it will not, so the chunk goes raw (never more than its size)."""
+    data = random.Random(8).randbytes(PROBE_SIZE) + b"=" * (PROBE_FROM * 4)
+    record = Encoder().encode("ex", 0, (0, 0), [(OUT, data)], 0.0)
+    assert record.codec == RAW
+    assert decode(record).stdout == data
 
 
 def _record(**changes: object) -> ChunkRecord:
