@@ -9,8 +9,8 @@ Two defaults of glibc cost a capturing process dearly:
   every pipe read (up to ``read_size``, 1 MiB) and for every chunk it encodes,
   and frees each a few milliseconds later on another thread. A freed buffer at
   the top of a heap goes back to the kernel (``madvise``), and the next one
-  faults its pages in again, zeroed: 110,000-180,000 page faults per GiB
-  captured, a quarter of the writer thread's CPU (docs/performance.md, *Bulk,
+  faults its pages in again, zeroed: 66,000-192,000 page faults per GiB
+  captured, most of the writer thread's CPU (docs/performance.md, *Bulk,
   idle machine*). Up to ``TRIM_THRESHOLD`` bytes of free heap are kept
   instead, and buffers up to ``MMAP_THRESHOLD`` come from the heap rather than
   from an ``mmap`` of their own; the peak memory of a 1 GiB capture stays the
