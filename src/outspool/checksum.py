@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING
 from outspool.errors import DamagedError
 
 try:  # ISA-L's CRC-32: zlib's polynomial, 8x as fast (0.02 against 0.17 s per GiB)
-    from isal.isal_zlib import crc32 as crc32
+    from isal.isal_zlib import crc32
 except ImportError:  # pragma: no cover - no isal wheel for this platform
-    from zlib import crc32 as crc32
+    from zlib import crc32
 
 if TYPE_CHECKING:
     from outspool.codec import ChunkRecord
+
+__all__ = ["DAMAGED_ROW", "blobs", "crc32", "seal", "verify"]
 
 #: What computing a checksum raises when a column holds a value of the wrong type.
 DAMAGED_ROW = (TypeError, ValueError, struct.error, UnicodeError, OverflowError)
