@@ -98,15 +98,17 @@ def startup_seconds(mode: str, db: Path, runs: int) -> tuple[float, float]:
 def floor_seconds(mode: str, runs: int) -> tuple[float, float]:
     """Median wall time of starting ``true`` alone, or in the sandbox exactly as a worker
     starts it (as ``nobody`` when root, through the same helper), and its mean CPU."""
-    argv = ["true"]
-    if mode == "bwrap":
-        user = ChildSetup(user=sandbox_user(), die_with_parent=False).helpers() or []
-        argv = [*user, *Sandbox().wrap(["true"])]
+    user = ChildSetup(user=sandbox_user(), die_with_parent=False).helpers() or []
     walls = []
     cpu = _children_cpu()
     for _ in range(runs):
         began = time.perf_counter()
-        subprocess.run(argv, check=True)
+        if mode == "bwrap":
+            wrapped = Sandbox().wrap(["true"])  # opens /etc's files, as a worker does per job
+            subprocess.run([*user, *wrapped.argv], check=True, pass_fds=wrapped.fds)
+            wrapped.close()
+        else:
+            subprocess.run(["true"], check=True)
         walls.append(time.perf_counter() - began)
     return statistics.median(walls), (_children_cpu() - cpu) / runs
 

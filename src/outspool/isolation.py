@@ -59,11 +59,13 @@ class Isolation:
         """
         group = Cgroup.create(f"outspool-{execution_id}", self.limits) if self.cgroup else None
         program_env = {**env, **self.secrets}
+        fds: tuple[int, ...] = ()
         if self.sandbox is not None:
             sandbox = replace(self.sandbox, cwd=cwd)
-            argv = sandbox.wrap(argv)
+            wrapped = sandbox.wrap(argv)
+            argv, fds = wrapped.argv, wrapped.fds
             program_env = sandbox.environ(program_env)
-        return Guard(self, execution_id, list(argv), program_env, group)
+        return Guard(self, execution_id, list(argv), program_env, group, fds=fds)
 
     def maskers(self) -> dict[Stream, Masker]:
         """One masker per stream when there are secrets."""
@@ -82,12 +84,15 @@ class Guard:
         argv: list[str],
         env: dict[str, str],
         cgroup: Cgroup | None,
+        *,
+        fds: tuple[int, ...] = (),
     ) -> None:
         self.isolation = isolation
         self.execution_id = execution_id
         self.argv = argv
         self.env = env
         self.cgroup = cgroup
+        self.fds = fds  #: descriptors the child inherits (the sandbox's /etc files)
         self.cpu_seconds = 0.0
         self.hit: str | None = None  # the limit the cgroup enforced, read before removing it
         with _sweep_lock:
@@ -109,6 +114,13 @@ class Guard:
             die_with_parent=not self.sandboxed,
         )
 
+    def started(self) -> None:
+        """The child has started (or failed to): close the descriptors it inherited."""
+        fds, self.fds = self.fds, ()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def signal_inside(self, pid: int, sig: int) -> bool:
         """Signal a sandboxed program (not ``bwrap``, which would kill it at once)."""
         targets = [p for p in self._members(pid) if p != pid]
@@ -124,6 +136,7 @@ class Guard:
 
     def end(self) -> None:
         """After the program ended: kill whatever it left behind, remove the cgroup."""
+        self.started()
         try:
             if self.cgroup is not None:
                 self.hit = self.cgroup.hit()

@@ -225,11 +225,13 @@ def spawn(
     pipe_size: int = 1 << 20,
     setup: ChildSetup = ChildSetup(),
     extra_setup: Callable[[], None] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Child:
     """Start ``argv`` in a new session (its own process group) with its output piped.
 
     In the child, ``extra_setup`` (a Python step, which takes the slow way) runs first,
-    then ``setup`` (by helper programs where it can, see the module).
+    then ``setup`` (by helper programs where it can, see the module). ``pass_fds`` are
+    inherited by the child (the caller closes them).
     """
     if not argv:
         raise SpawnError("no command given")
@@ -238,7 +240,8 @@ def spawn(
         helpers = setup.helpers()
     try:
         if use_pty:
-            proc, fds = _spawn_pty(argv, env, cwd, _slow_setup(setup, use_pty, extra_setup))
+            slow = _slow_setup(setup, use_pty, extra_setup)
+            proc, fds = _spawn_pty(argv, env, cwd, slow, pass_fds)
         else:
             if helpers:
                 check_program(argv[0], env, cwd)
@@ -251,6 +254,7 @@ def spawn(
                 cwd=cwd,
                 start_new_session=True,
                 preexec_fn=None if helpers is not None else _slow_setup(setup, False, extra_setup),
+                pass_fds=pass_fds,
             )
             assert proc.stdout is not None and proc.stderr is not None
             fds = {os.dup(proc.stdout.fileno()): Stream.STDOUT}
@@ -278,7 +282,11 @@ def spawn(
 
 
 def _spawn_pty(
-    argv: Sequence[str], env: Mapping[str, str], cwd: str | None, setup: Callable[[], None]
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | None,
+    setup: Callable[[], None],
+    pass_fds: Sequence[int],
 ) -> tuple[subprocess.Popen[bytes], dict[int, Stream]]:
     master, slave = pty.openpty()
     try:
@@ -292,6 +300,7 @@ def _spawn_pty(
             cwd=cwd,
             start_new_session=True,
             preexec_fn=setup,
+            pass_fds=pass_fds,
         )
     except BaseException:
         os.close(master)

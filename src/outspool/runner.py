@@ -110,12 +110,14 @@ class Execute:
                 pipe_size=self.settings.read_size,
                 setup=guard.setup(),
                 extra_setup=self._child_setup,
+                pass_fds=guard.fds,
             )
         except OutspoolError as exc:
             guard.end()
             outcome = self._ended(Outcome(Status.FAILED, None, None, str(exc)))
             sink.finish(outcome)
             raise
+        guard.started()
         child.guard = guard
         self.started_at = time.time()
         sink.started(child.pid, self.started_at, self._worker_id)

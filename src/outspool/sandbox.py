@@ -4,10 +4,14 @@ Inside, a program runs as ``nobody`` in new user, PID, IPC, UTS, cgroup and
 (unless the job asks and the worker allows) network namespaces, in a new
 session, and dies with the process that started it. It sees the system
 read-only (``/usr``, ``/bin``, ``/lib*`` and the parts of ``/etc`` programs
-need), a fresh ``/proc`` of its own PID namespace, a minimal ``/dev``, and two
-fresh size-bounded tmpfs: ``/tmp`` and its working directory ``/job``. Nothing
-else: not the store, not the worker's home, configuration or virtual
-environment, not other jobs.
+need), a fresh ``/proc`` of its own PID namespace, a minimal ``/dev``, and three
+fresh size-bounded tmpfs, its only writable places: ``/tmp``, its working
+directory ``/job`` and ``/dev/shm``. Nothing else: not the store, not the
+worker's home, configuration or virtual environment, not other jobs.
+
+Each mount costs the kernel time in which the start waits (docs/security.md,
+*What it costs*), so the files of ``/etc`` are copied in by ``bwrap`` from
+descriptors this process opens (``--file``), with no mount each.
 
 When the capturing process is root, ``bwrap`` itself is started as ``nobody``
 (it then builds the namespaces as an unprivileged user), so the program is
@@ -20,10 +24,11 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: The user and group a sandboxed program runs as (``nobody``/``nogroup``).
 SANDBOX_UID = 65534
@@ -53,6 +58,20 @@ _ETC = (
 _TOP = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
+@dataclass(slots=True)
+class Wrapped:
+    """A ``bwrap`` command line and the descriptors it reads ``/etc``'s files from: start
+    it with them inherited (``pass_fds``), then :meth:`close` them."""
+
+    argv: list[str]
+    fds: tuple[int, ...] = field(default=())
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, ()
+        for fd in fds:
+            os.close(fd)
+
+
 @dataclass(frozen=True, slots=True)
 class Sandbox:
     """How one program is confined."""
@@ -61,14 +80,18 @@ class Sandbox:
     disk: int = 256 << 20  #: bytes each of /tmp and the working directory may hold
     cwd: str | None = None  #: a host directory shown read-only as the working directory
 
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        """The ``bwrap`` command line that runs ``argv`` inside this sandbox."""
-        return [bwrap_path(), *self._options(), "--", *program(argv)]
+    def wrap(self, argv: Sequence[str]) -> Wrapped:
+        """The ``bwrap`` command line that runs ``argv`` inside this sandbox, with the
+        descriptors of the ``/etc`` files it copies in (open: the caller closes them)."""
+        files, fds = _etc_files()
+        # the root and /dev are bwrap's own tmpfs, unbounded: read-only once built
+        opts = [*self._options(), *files, "--remount-ro", "/dev", "--remount-ro", "/"]
+        return Wrapped([bwrap_path(), *opts, "--", *program(argv)], fds)
 
     def environ(self, env: dict[str, str]) -> dict[str, str]:
-        """The program's environment adjusted to the sandbox's file system."""
-        home = self.cwd or WORKDIR
-        return {**env, "PATH": SYSTEM_PATH, "HOME": home, "TMPDIR": "/tmp"}
+        """The program's environment adjusted to the sandbox's file system: ``HOME`` is
+        the writable ``/job``, also when the working directory is a read-only ``--cwd``."""
+        return {**env, "PATH": SYSTEM_PATH, "HOME": WORKDIR, "TMPDIR": "/tmp"}
 
     def _options(self) -> list[str]:
         opts = ["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "outspool"]
@@ -79,6 +102,7 @@ class Sandbox:
         opts += _system_links()
         size = str(self.disk)
         opts += ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", WORKDIR]
+        opts += ["--size", size, "--tmpfs", "/dev/shm"]  # POSIX shared memory, semaphores
         if self.cwd is not None:
             opts += ["--ro-bind", self.cwd, self.cwd, "--chdir", self.cwd]
         else:
@@ -88,7 +112,8 @@ class Sandbox:
 
 @functools.cache
 def _system_links() -> tuple[str, ...]:
-    """/bin, /lib* as on the host (symlinks into /usr, or read-only binds), and /etc's parts."""
+    """/bin, /lib* as on the host (symlinks into /usr, or read-only binds), and /etc's
+    directories (read-only binds)."""
     opts: list[str] = []
     for name in _TOP:
         path = "/" + name
@@ -98,9 +123,32 @@ def _system_links() -> tuple[str, ...]:
             opts += ["--ro-bind", path, path]
     for name in _ETC:
         path = "/etc/" + name
-        if os.path.exists(path):
+        if os.path.isdir(path):
             opts += ["--ro-bind", path, path]
     return tuple(opts)
+
+
+def _etc_files() -> tuple[list[str], tuple[int, ...]]:
+    """``--file`` options copying /etc's files (a symlink's target) into the sandbox, and
+    the descriptors they name. Only files anyone may read are copied (``bwrap`` reads them
+    through our descriptor, as whoever we are); any other is bound, unreadable as before."""
+    opts: list[str] = []
+    fds: list[int] = []
+    for name in _ETC:
+        path = "/etc/" + name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue  # missing (or a directory opened elsewhere): nothing to copy
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode) or not mode & stat.S_IROTH:
+            os.close(fd)
+            if stat.S_ISREG(mode):
+                opts += ["--ro-bind", path, path]
+            continue
+        fds.append(fd)
+        opts += ["--perms", format(stat.S_IMODE(mode), "04o"), "--file", str(fd), path]
+    return opts, tuple(fds)
 
 
 def program(argv: Sequence[str]) -> list[str]:
@@ -133,7 +181,8 @@ def problem() -> str | None:
     user = sandbox_user()
     try:
         done = subprocess.run(
-            probe,
+            probe.argv,
+            pass_fds=probe.fds,
             capture_output=True,
             timeout=30,
             env={"PATH": SYSTEM_PATH},
@@ -149,6 +198,8 @@ def problem() -> str | None:
             return None
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         detail = lines[-1] if lines else f"exit code {done.returncode}"
+    finally:
+        probe.close()
     return (
         f"bwrap cannot create a sandbox here ({detail}); allow unprivileged user "
         "namespaces or set OUTSPOOL_SANDBOX=none to run jobs unsandboxed knowingly"

@@ -316,3 +316,46 @@ def test_without_a_cgroup_the_subreaper_kills_the_daemons() -> None:
             assert not alive(pid), f"process {pid} outlived its execution"
     finally:
         shutil.rmtree(where, ignore_errors=True)
+
+
+#: What a sandboxed program sees of its file system: one line per check.
+FILE_SYSTEM_PROBE = r"""
+for p in / /etc /etc/passwd /usr /dev /tmp /job /dev/shm "$PWD" "$HOME"; do
+    if ( : >> "$p/.probe" ) 2>/dev/null || ( : >> "$p" ) 2>/dev/null; then echo "writable $p"
+    else echo "read-only $p"; fi
+done
+cksum /etc/passwd /etc/hosts
+ls /proc/self/fd | tr '\n' ' '; echo
+echo "home $HOME; cwd $PWD"
+"""
+
+
+def test_the_sandbox_is_read_only_but_tmp_and_job_and_shows_etc_as_on_the_host(
+    tmp_path: Path,
+) -> None:
+    """/, /etc and /dev are read-only (bwrap's unbounded tmpfs too: only the bounded /tmp,
+    /job and /dev/shm are writable), /etc's files are the host's, the
+    descriptors they were copied from are closed, and HOME is the writable /job also when
+    the working directory is a read-only --cwd."""
+    import shutil
+    import tempfile
+
+    host = subprocess.run(["cksum", "/etc/passwd", "/etc/hosts"], capture_output=True, check=True)
+    where = Path(tempfile.mkdtemp(prefix="outspool-cwd-"))  # nobody must reach it
+    try:
+        where.chmod(0o755)
+        with Outspool(str(tmp_path / "o.db")) as spool:
+            plain = spool.run(["sh", "-c", FILE_SYSTEM_PROBE], sandbox=True)
+            in_cwd = spool.run(["sh", "-c", FILE_SYSTEM_PROBE], sandbox=True, cwd=str(where))
+            plain_out, cwd_out = spool.read(plain.id).decode(), spool.read(in_cwd.id).decode()
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    for out in (plain_out, cwd_out):
+        for path in ("/", "/etc", "/etc/passwd", "/usr", "/dev"):
+            assert f"read-only {path}\n" in out, out
+        for path in ("/tmp", "/job", "/dev/shm"):  # the bounded tmpfs
+            assert f"writable {path}\n" in out, out
+        assert host.stdout.decode() in out, out  # the same bytes as on the host
+        assert "\n0 1 2 3 \n" in out, out  # 3: ls's own directory; no /etc descriptor left
+    assert "home /job; cwd /job\n" in plain_out, plain_out
+    assert f"read-only {where}\n" in cwd_out and f"home /job; cwd {where}\n" in cwd_out, cwd_out
