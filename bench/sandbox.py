@@ -5,7 +5,9 @@
 process, runs interleaved, and reported as a ratio:
 
 - jobs/s: a library ``Worker`` (``--slots``, default 2, burst) runs N queued ``true`` jobs
-  (a sandboxed ``outspool worker`` defaults to 4 slots per CPU: ``--slots 8`` on 2 cores);
+  (a sandboxed ``outspool worker`` defaults to 4 slots per CPU: ``--slots 8`` on 2 cores),
+  sandboxed with warm sandboxes (the default) and without (``bwrap-cold``); the wall each
+  sandboxed job adds to the worker is ``1/rate - 1/rate(none)``;
 - start-up per job: median wall time of ``Outspool.run(["true"])`` one after another
   (create the record, spawn, capture, record the end), the sandbox's minus none's;
 - the floor: ``bwrap`` with the same command line started alone (``subprocess``, no
@@ -64,7 +66,9 @@ def _expected(nbytes: int) -> str:
 
 
 def _settings(mode: str) -> Settings:
-    return Settings.load(sandbox=mode, kill_grace=0.5, drain_grace=0.5)
+    """``bwrap-cold``: sandboxed, each built after its job's claim (no warm sandboxes)."""
+    box = "none" if mode == "none" else "bwrap"
+    return Settings.load(sandbox=box, sandbox_warm=mode == "bwrap", kill_grace=0.5, drain_grace=0.5)
 
 
 def jobs_per_second(mode: str, db: Path, jobs: int, slots: int = 2) -> float:
@@ -125,10 +129,12 @@ def capture_mb_s(mode: str, db: Path, nbytes: int) -> float:
     return nbytes / wall / 1e6
 
 
-def _interleaved(measure: Callable[[str, Path], T], rounds: int) -> dict[str, list[T]]:
-    found: dict[str, list[T]] = {m: [] for m in MODES}
+def _interleaved(
+    measure: Callable[[str, Path], T], rounds: int, modes: tuple[str, ...] = MODES
+) -> dict[str, list[T]]:
+    found: dict[str, list[T]] = {m: [] for m in modes}
     for r in range(rounds):
-        for mode in MODES:
+        for mode in modes:
             found[mode].append(measure(mode, fresh_dir(f"sandbox-{mode}-{r}") / "o.db"))
     return found
 
@@ -139,7 +145,8 @@ def _median(found: dict[str, list[float]]) -> dict[str, float]:
 
 def run(jobs: int = 200, mib: int = 64, rounds: int = 3, slots: int = 2) -> list[Row]:
     """The scenario: one row per mode; the bwrap row carries the ratios in its note."""
-    rate = _median(_interleaved(lambda m, db: jobs_per_second(m, db, jobs, slots), rounds))
+    modes = (*MODES, "bwrap-cold")
+    rate = _median(_interleaved(lambda m, db: jobs_per_second(m, db, jobs, slots), rounds, modes))
     both = _interleaved(lambda m, db: startup_seconds(m, db, 30), rounds)
     start = _median({m: [w for w, _ in v] for m, v in both.items()})
     cpu = _median({m: [c for _, c in v] for m, v in both.items()})
@@ -163,8 +170,15 @@ def run(jobs: int = 200, mib: int = 64, rounds: int = 3, slots: int = 2) -> list
     rows[1].extra.update(startup_added_ms=added, startup_added_cpu_ms=added_cpu)
     floor_added = (floor["bwrap"] - floor["none"]) * 1000
     floor_added_cpu = (floor_cpu["bwrap"] - floor_cpu["none"]) * 1000
+    per_job = (1 / rate["bwrap"] - 1 / rate["none"]) * 1000
+    per_job_cold = (1 / rate["bwrap-cold"] - 1 / rate["none"]) * 1000
+    rows[1].extra.update(
+        cold_jobs_per_s=rate["bwrap-cold"], worker_added_ms=per_job, cold_added_ms=per_job_cold
+    )
     rows[1].note = (
-        f"jobs/s x{rate['bwrap'] / rate['none']:.2f} of none; start-up +{added:.1f} ms wall,"
+        f"jobs/s x{rate['bwrap'] / rate['none']:.2f} of none, +{per_job:.1f} ms per job"
+        f" (without warm sandboxes {rate['bwrap-cold']:.0f} jobs/s, +{per_job_cold:.1f} ms);"
+        f" start-up of one run +{added:.1f} ms wall,"
         f" +{added_cpu:.1f} ms CPU per job (bwrap alone: +{floor_added:.1f} ms wall,"
         f" +{floor_added_cpu:.1f} ms CPU); capture x{mb_s['bwrap'] / mb_s['none']:.2f} of none"
     )

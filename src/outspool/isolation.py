@@ -26,8 +26,9 @@ from outspool import limits as lim
 from outspool.limits import Cgroup, Limits
 from outspool.masking import Masker
 from outspool.models import Stream
-from outspool.process import ChildSetup
-from outspool.sandbox import Sandbox, sandbox_user
+from outspool.process import Child, ChildSetup, prlimit_options
+from outspool.sandbox import Sandbox, program, sandbox_user
+from outspool.warm import Warm, script
 
 #: Set in every program's environment; recovery and the orphan sweep find processes by it.
 EXECUTION_ENV = "OUTSPOOL_EXECUTION_ID"
@@ -45,6 +46,7 @@ class Isolation:
     limits: Limits = field(default_factory=Limits)
     secrets: Mapping[str, str] = field(default_factory=dict)
     cgroup: bool = True  #: use a cgroup when the machine offers one
+    warm: Warm | None = None  #: a sandbox started ahead, which the job may take
 
     def prepare(
         self,
@@ -56,16 +58,47 @@ class Isolation:
         """Make the execution's cgroup (if any); the guard for starting and ending it.
 
         In a sandbox, ``cwd`` (if given) is shown read-only as the working directory.
+        A warm sandbox is taken if the job fits it, else discarded.
         """
+        if self.warm is not None:
+            guard = self._prepare_warm(self.warm, execution_id, argv, env, cwd)
+            if guard is not None:
+                return guard
+            self.warm.discard()
         group = Cgroup.create(f"outspool-{execution_id}", self.limits) if self.cgroup else None
         program_env = {**env, **self.secrets}
         fds: tuple[int, ...] = ()
+        inside = None
         if self.sandbox is not None:
+            # rlimits inside, on the program only: RLIMIT_FSIZE would stop bwrap's own
+            # copies of /etc's files, RLIMIT_CPU and RLIMIT_AS would count bwrap
+            inside = prlimit_options(self.limits.rlimits(cgroup=group is not None))
             sandbox = replace(self.sandbox, cwd=cwd)
-            wrapped = sandbox.wrap(argv)
+            wrapped = sandbox.wrap(argv, prefix=inside or ())
             argv, fds = wrapped.argv, wrapped.fds
             program_env = sandbox.environ(program_env)
-        return Guard(self, execution_id, list(argv), program_env, group, fds=fds)
+        guard = Guard(self, execution_id, list(argv), program_env, group, fds=fds)
+        guard.rlimits_inside = inside is not None
+        return guard
+
+    def _prepare_warm(
+        self,
+        warm: Warm,
+        execution_id: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None,
+    ) -> Guard | None:
+        if self.sandbox is None or cwd is not None or not warm.fits(self.sandbox, self.limits):
+            return None
+        program_env = self.sandbox.environ({**env, **self.secrets})
+        text = script(program(argv), program_env, self.limits, warm.cgroup is not None)
+        if text is None:
+            return None
+        guard = Guard(self, execution_id, list(argv), program_env, warm.cgroup)
+        guard.warm = (warm, text)
+        guard.rlimits_inside = True
+        return guard
 
     def maskers(self) -> dict[Stream, Masker]:
         """One masker per stream when there are secrets."""
@@ -93,6 +126,8 @@ class Guard:
         self.env = env
         self.cgroup = cgroup
         self.fds = fds  #: descriptors the child inherits (the sandbox's /etc files)
+        self.warm: tuple[Warm, bytes] | None = None  #: a warm sandbox and the job's script
+        self.rlimits_inside = False  #: the sandbox sets the rlimits, not the child's setup
         self.cpu_seconds = 0.0
         self.hit: str | None = None  # the limit the cgroup enforced, read before removing it
         with _sweep_lock:
@@ -109,10 +144,20 @@ class Guard:
         """
         return ChildSetup(
             cgroup_procs=self.cgroup.procs_files() if self.cgroup is not None else (),
-            rlimits=tuple(self.isolation.limits.rlimits(cgroup=self.cgroup is not None)),
+            rlimits=()
+            if self.rlimits_inside
+            else tuple(self.isolation.limits.rlimits(cgroup=self.cgroup is not None)),
             user=sandbox_user() if self.sandboxed else None,
             die_with_parent=not self.sandboxed,
         )
+
+    def begin_warm(self) -> Child | None:
+        """Start the program in its warm sandbox; None if it has none."""
+        if self.warm is None:
+            return None
+        warm, text = self.warm
+        self.warm = None
+        return warm.begin(text, self.isolation.limits)
 
     def started(self) -> None:
         """The child has started (or failed to): close the descriptors it inherited."""
@@ -137,6 +182,9 @@ class Guard:
     def end(self) -> None:
         """After the program ended: kill whatever it left behind, remove the cgroup."""
         self.started()
+        if self.warm is not None:  # never started
+            self.warm[0].discard()
+            self.warm = None
         try:
             if self.cgroup is not None:
                 self.hit = self.cgroup.hit()

@@ -120,8 +120,10 @@ class Cgroup:
         self.directories = sorted({k.directory for k in knobs})
 
     @classmethod
-    def create(cls, name: str, limits: Limits) -> Cgroup | None:
-        """Make the execution's cgroup; None where this machine or user cannot."""
+    def create(cls, name: str, limits: Limits, set_limits: bool = True) -> Cgroup | None:
+        """Make the execution's cgroup (with a ``memory`` controller if ``limits`` has a
+        memory limit) and, unless told not to yet, set its limits; None where this machine
+        or user cannot."""
         knobs = _knobs(name, limits)
         if knobs is None:
             return None
@@ -129,14 +131,19 @@ class Cgroup:
         try:
             for directory in group.directories:
                 os.mkdir(directory)
-            for knob in knobs:
-                value = limits.memory if knob.reason == MEMORY else limits.processes
-                if value is not None:
-                    _write(os.path.join(knob.directory, knob.limit_file), str(value))
+            if set_limits:
+                group.apply(limits)
         except OSError:
             group.remove()
             return None
         return group
+
+    def apply(self, limits: Limits) -> None:
+        """Set the memory and process limits (those that are not None)."""
+        for knob in self.knobs:
+            value = limits.memory if knob.reason == MEMORY else limits.processes
+            if value is not None:
+                _write(os.path.join(knob.directory, knob.limit_file), str(value))
 
     def procs_files(self) -> tuple[str, ...]:
         """The files a child writes ``0`` into to move itself in (before its program)."""

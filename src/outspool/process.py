@@ -139,11 +139,10 @@ class ChildSetup:
             if tools["sh"] is None:
                 return None
             prefix += [tools["sh"], "-c", _JOIN, "outspool-setup", *self.cgroup_procs, "--"]
-        if self.rlimits:
-            if tools["prlimit"] is None or any(r[0] not in _PRLIMIT for r in self.rlimits):
-                return None
-            prefix += [tools["prlimit"], *(f"--{_PRLIMIT[r]}={s}:{h}" for r, s, h in self.rlimits)]
-            prefix.append("--")
+        limiting = prlimit_options(self.rlimits)
+        if limiting is None:
+            return None
+        prefix += limiting
         if self.user is not None or self.die_with_parent:
             if tools["setpriv"] is None:
                 return None
@@ -155,6 +154,17 @@ class ChildSetup:
                 prefix += ["--pdeathsig", "KILL"]
             prefix.append("--")
         return prefix
+
+
+def prlimit_options(rlimits: Sequence[tuple[int, int, int]]) -> list[str] | None:
+    """``prlimit`` and its options setting ``rlimits``, then ``--`` ([] for none; None if
+    ``prlimit`` is missing here or cannot set one of them)."""
+    if not rlimits:
+        return []
+    tool = _helpers()["prlimit"]
+    if tool is None or any(r[0] not in _PRLIMIT for r in rlimits):
+        return None
+    return [tool, *(f"--{_PRLIMIT[r]}={s}:{h}" for r, s, h in rlimits), "--"]
 
 
 @cache

@@ -80,13 +80,14 @@ class Sandbox:
     disk: int = 256 << 20  #: bytes each of /tmp and the working directory may hold
     cwd: str | None = None  #: a host directory shown read-only as the working directory
 
-    def wrap(self, argv: Sequence[str]) -> Wrapped:
-        """The ``bwrap`` command line that runs ``argv`` inside this sandbox, with the
-        descriptors of the ``/etc`` files it copies in (open: the caller closes them)."""
+    def wrap(self, argv: Sequence[str], prefix: Sequence[str] = ()) -> Wrapped:
+        """The ``bwrap`` command line that runs ``argv`` inside this sandbox (after
+        ``prefix``, such as ``prlimit``: limits that must not bind ``bwrap`` itself), with
+        the descriptors of the ``/etc`` files it copies in (open: the caller closes them)."""
         files, fds = _etc_files()
         # the root and /dev are bwrap's own tmpfs, unbounded: read-only once built
         opts = [*self._options(), *files, "--remount-ro", "/dev", "--remount-ro", "/"]
-        return Wrapped([bwrap_path(), *opts, "--", *program(argv)], fds)
+        return Wrapped([bwrap_path(), *opts, "--", *prefix, *program(argv)], fds)
 
     def environ(self, env: dict[str, str]) -> dict[str, str]:
         """The program's environment adjusted to the sandbox's file system: ``HOME`` is

@@ -142,8 +142,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sandbox: Literal["bwrap", "none"] = "bwrap"
     #: Whether a sandboxed job that asks for the network (``--network``) gets it.
     allow_network: bool = False
-    #: Bytes each of a sandbox's fresh ``/tmp`` and working directory may hold.
+    #: Bytes each of a sandbox's fresh ``/tmp``, working directory and ``/dev/shm`` may hold.
     sandbox_disk: Annotated[int, Meta(ge=1 * MiB, le=1 << 62)] = 256 * MiB
+    #: Whether a worker builds its next jobs' sandboxes before claiming them.
+    sandbox_warm: bool = True
     #: Limits of a worker's job that does not ask for one (None: the ceiling below).
     default_cpu_time: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT)] | None = None
     default_memory: Annotated[int, Meta(ge=1 * MiB, le=1 << 62)] | None = None

@@ -36,6 +36,7 @@ from outspool.runner import program_env
 from outspool.sandbox import Sandbox
 from outspool.settings import Settings
 from outspool.store.base import QUEUE
+from outspool.warm import WarmPool
 
 IDLE_POLL = 0.1  # seconds between looks at the queue when there is nothing to do
 #: Default slots per CPU when jobs are sandboxed: a sandbox keeps its job waiting on the
@@ -106,7 +107,9 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._retention: Retention | None = None
         self._base_env: dict[str, str] | None = None
+        self._warm: WarmPool | None = None
         self.completed = 0
+        self.warm_starts = 0  #: jobs started in a sandbox built before their claim
 
     @property
     def worker_id(self) -> str:
@@ -149,13 +152,26 @@ class Worker:
             with self.spool:  # left by an exception: what still runs is stopped and recorded
                 _ = self.spool.writer  # registers this worker and starts its heartbeat
                 log.info("%s started, concurrency %d", self.worker_id, self.concurrency)
-                self._loop()
+                self._warm = self._warm_pool()
+                try:
+                    self._loop()
+                finally:
+                    if self._warm is not None:
+                        self._warm.close()
                 self._shutdown()
                 self._report_ended()
         finally:
             log.info("%s stopped after %d executions", self.worker_id, self.completed)
 
     # --- the loop ----------------------------------------------------------------------
+
+    def _warm_pool(self) -> WarmPool | None:
+        """Sandboxes built ahead for the next jobs (one per slot), if jobs are sandboxed."""
+        s = self.settings
+        if s.sandbox != "bwrap" or not s.sandbox_warm:
+            return None
+        box = Sandbox(disk=s.sandbox_disk)
+        return WarmPool(box, s.default_memory is not None, s.read_size, self.concurrency)
 
     def _loop(self) -> None:
         next_recovery = 0.0
@@ -227,6 +243,10 @@ class Worker:
 
     def _start(self, execution: Execution) -> None:
         isolation = self._isolation(execution)
+        box = isolation.sandbox
+        if self._warm is not None and box is not None and not execution.cwd and not execution.pty:
+            isolation = replace(isolation, warm=self._warm.take(box, isolation.limits))
+            self.warm_starts += isolation.warm is not None
         fresh = not execution.cwd and isolation.sandbox is None  # a sandbox has its own
         workdir = _workdir(execution.id) if fresh else None
         if self._base_env is None:  # the variables we pass on, read once

@@ -359,3 +359,54 @@ def test_the_sandbox_is_read_only_but_tmp_and_job_and_shows_etc_as_on_the_host(
         assert "\n0 1 2 3 \n" in out, out  # 3: ls's own directory; no /etc descriptor left
     assert "home /job; cwd /job\n" in plain_out, plain_out
     assert f"read-only {where}\n" in cwd_out and f"home /job; cwd {where}\n" in cwd_out, cwd_out
+
+
+#: What a job can see of how it was started (its execution ID aside).
+START_PROBE = (
+    "import os, resource, sys\n"
+    "env = sorted((k, v) for k, v in os.environ.items() if k != 'OUTSPOOL_EXECUTION_ID')\n"
+    "limits = [resource.getrlimit(r) for r in (resource.RLIMIT_CPU, resource.RLIMIT_FSIZE)]\n"
+    "print(env, os.getcwd(), os.getuid(), os.getgid(), limits, sys.argv[1:])\n"
+    "print('stdin', os.readlink('/proc/self/fd/0'))\n"
+)
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_a_warm_sandbox_starts_a_job_as_a_cold_one_does(tmp_path: Path, warm: bool) -> None:
+    """Built before the claim or for the job: the same environment, user, directory,
+    rlimits, arguments (quotes and spaces kept), exit status; RLIMIT_FSIZE binds the
+    program, not bwrap's copies of /etc's files (larger than the limit)."""
+    from outspool import Settings
+    from outspool.worker import Worker
+
+    settings = Settings.load(sandbox="bwrap", sandbox_warm=warm, kill_grace=0.5, drain_grace=0.5)
+    db = str(tmp_path / "o.db")
+    jobs = [
+        Job(
+            command=("python3", "-c", START_PROBE, "a b", "it's", "$HOME"),
+            env={"ODD": 'x\'y "z" $(no) `no`\n2nd line'},
+            cpu_time=3,
+            max_file_size=1000,
+        ),
+        Job(command=("sh", "-c", "kill -TERM $$")),
+        Job(command=("sh", "-c", "exec head -c 5000 /dev/zero > /tmp/big"), max_file_size=1000),
+        Job(command=("sh", "-c", "echo out; echo err >&2; exit 7")),
+    ]
+    with Outspool(db, settings) as spool:
+        ids = [spool.submit(job).id for job in jobs]
+    worker = Worker(db, settings, concurrency=2, burst=True)
+    worker.run()
+    assert (worker.warm_starts > 0) == warm
+    with Outspool(db) as spool:
+        ended = [spool.get(i) for i in ids]
+        outputs = [spool.read(i).decode() for i in ids]
+    probe, termed, too_big, plain = ended
+    env = "('HOME', '/job'), ('LANG', 'C.UTF-8')"
+    assert env in outputs[0] and "('ODD', 'x\\'y \"z\" $(no) `no`\\n2nd line')" in outputs[0]
+    assert "/job 65534 65534 [(3, 4), (1000, 1000)] ['a b', \"it's\", '$HOME']" in outputs[0]
+    assert "('PWD', '/job')" in outputs[0]  # bwrap's, in both
+    assert "\nstdin /dev/null\n" in outputs[0]
+    assert (probe.status.value, probe.exit_code) == ("succeeded", 0)
+    assert (termed.status.value, termed.exit_code) == ("failed", 128 + 15)
+    assert (too_big.status.value, too_big.reason) == ("failed", "file size limit")
+    assert (plain.exit_code, outputs[3]) == (7, "out\nerr\n")
