@@ -18,6 +18,8 @@ from bench.scale.common import Section
 
 OUTSPOOL = "outspool run"
 OUTSPOOL_LIB = "outspool (library, one process)"
+#: The contender of the one row a scenario that raised is recorded as (its note says why).
+FAILED = "FAILED"
 
 
 def machine() -> dict[str, Any]:
@@ -214,15 +216,24 @@ def write(
     sections: list[Section],
     elapsed: float,
     out_dir: Path | None,
+    timings: dict[str, float] | None = None,
+    finished: bool = True,
 ) -> str:
+    """The report as markdown (also written to ``out_dir`` with its JSON). ``timings``:
+    seconds each scenario took; ``finished`` False while the suite is still running."""
     info = machine()
+    took = (
+        f"Suite took {elapsed:.0f} s"
+        if finished
+        else f"**Partial results**: the suite was still running after {elapsed:.0f} s"
+    )
     parts = [
         f"# outspool benchmarks: {mode}",
         "",
         f"{info['date']}; {info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB RAM,"
         f" Linux {info['kernel']}; Python {info['python']}, SQLite {info['sqlite']},"
-        f" supervisor {info['supervisor']}. Suite took {elapsed:.0f} s"
-        f" (`python -m bench --{mode}`).",
+        f" supervisor {info['supervisor']}. {took}"
+        f" (`python -m bench --{mode.replace('-', ' --')}`).",
         "",
         *notes,
     ]
@@ -236,10 +247,15 @@ def write(
             *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in goals(results, bulk_big)),
         ]
     for scenario, rows in results.items():
-        parts += ["", f"## {titles[scenario]}", "", table_for(scenario, rows)]
+        failed = [r.note for r in rows if r.contender == FAILED]
+        body = failed[0] if failed else table_for(scenario, rows)
+        parts += ["", f"## {titles[scenario]}", "", body]
     for section in sections:
         parts += ["", f"## {section.title}", "", *section.body]
         parts += [f"![{section.key}]({name})" for name in section.plots]
+    if timings:
+        parts += ["", "## Time per scenario", "", "| scenario | s |", "|---|---|"]
+        parts += [f"| {key} | {took_s:.0f} |" for key, took_s in timings.items()]
     text = "\n".join(parts) + "\n"
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -248,6 +264,8 @@ def write(
             "mode": mode,
             "machine": info,
             "elapsed_s": elapsed,
+            "finished": finished,
+            "timings_s": timings or {},
             "goals": goals(results, bulk_big) if results else [],
             "scenarios": {
                 k: {"title": titles[k], "rows": [asdict(r) for r in v]} for k, v in results.items()
