@@ -137,16 +137,17 @@ def upgrades(size: int) -> list[Row]:
 
 def upgrade(size: int, url: str | None = None) -> list[Row]:
     """Time to open a format-7 store holding ``size`` bytes of chunk blobs in its rows
-    (SQLite: inline chunks of 32 KiB; PostgreSQL at ``url``: chunks of 1 MiB), which
-    computes every chunk's checksum; reported as seconds per GB of chunk data."""
+    (SQLite: inline chunks of 32 KiB, in ``url`` if it is a path; PostgreSQL at ``url``:
+    chunks of 1 MiB), which computes every chunk's checksum; reported as seconds per GB of
+    chunk data."""
     import os
 
     from outspool.jobs import Job
     from outspool.models import Stream
     from outspool.store import OutputUpdate, WriteBatch
 
-    piece = 32 << 10 if url is None else 1 << 20
     where = url or str(fresh_dir("checksums-upgrade") / "t.db")
+    piece = 1 << 20 if where.startswith("postgresql") else 32 << 10
     data = os.urandom(piece)  # incompressible: stored as it is
     with Outspool(where, Settings.load(compression="none")) as spool:
         encoder = Encoder(compression="none")
@@ -166,13 +167,15 @@ def upgrade(size: int, url: str | None = None) -> list[Row]:
     with Outspool(where, Settings.load()):
         took = time.monotonic() - began
     total = count * piece
-    name = "PostgreSQL" if url else "SQLite (inline chunks)"
+    name = "PostgreSQL" if where.startswith("postgresql") else "SQLite (inline chunks)"
     note = f"{took / (total / 1e9):.1f} s per GB of chunk data"
     return [Row(contender=f"upgrade to format 8, {name}", runs=1, wall_s=took, note=note)]
 
 
 def _downgrade(store: object) -> None:
-    """Back to format 7: the checksum column dropped (the rows then have none)."""
+    """Back to format 7: the checksum column dropped (the rows then have none), and what
+    later formats added (the capturing process's identity, format 9; the index of end
+    times, format 10), which the upgrade adds again."""
     import contextlib
     import sqlite3
 
@@ -181,6 +184,8 @@ def _downgrade(store: object) -> None:
 
     steps = [
         "ALTER TABLE execution_output_chunks DROP COLUMN checksum",
+        "ALTER TABLE workers DROP COLUMN process",
+        "DROP INDEX executions_ended",
         "UPDATE outspool_schema SET version = 7",
     ]
     if isinstance(store, SqliteStore):

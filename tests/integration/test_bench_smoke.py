@@ -37,3 +37,12 @@ def test_the_filler_writes_executions_the_library_reads(tmp_path: Path) -> None:
         some = newest[7]
         assert spool.read(some.id) == spool.tail(some.id, 10).data
         assert spool.read(some.id).startswith(b"step 142: ")
+
+
+def test_the_checksum_upgrade_scenario_opens_a_true_format_7_store(tmp_path: Path) -> None:
+    """It rebuilds an older store by undoing the later formats; one it forgets makes the
+    upgrade fail (as it did when format 9 and 10 came)."""
+    checksums: Any = importlib.import_module("bench.checksums")
+    (row,) = checksums.upgrade(1 << 20, str(tmp_path / "old.db"))
+    assert row.contender == "upgrade to format 8, SQLite (inline chunks)"
+    assert row.wall_s is not None and row.wall_s > 0
