@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -97,7 +98,8 @@ def _grow(url: str, sizes: Sizes, work: Path) -> dict[str, Any]:
             ops = _lib_ops(spool, big.id, big.stdout_size, ids, Stream.STDOUT)
             step: dict[str, Any] = {"fill_s": took}
             for name, op in ops.items():
-                step[name] = ms(_time(op, sizes.lib_repeats))
+                walls, cpus = _time(op, sizes.lib_repeats)
+                step[name] = {**ms(walls), "cpu_p50_ms": statistics.median(cpus) * 1000}
             step["follow a new execution"] = ms(_follow_new(spool, sizes.follow_repeats))
             for name, argv in _cli_ops(url, big.id, ids[0]).items():
                 step[name] = ms(_time_cli(argv, sizes.cli_repeats))
@@ -132,15 +134,18 @@ def _lib_ops(
     }
 
 
-def _time(op: Callable[[], Any], repeats: int) -> list[float]:
+def _time(op: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds (this thread's: all of SQLite's work, not PostgreSQL's server)
+    of each of ``repeats`` calls, after 3 unmeasured ones."""
     for _ in range(3):
         op()
-    took = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.thread_time()
         op()
-        took.append(time.perf_counter() - began)
-    return took
+        walls.append(time.perf_counter() - began)
+        cpus.append(time.thread_time() - cpu)
+    return walls, cpus
 
 
 def _follow_new(spool: Any, repeats: int) -> list[float]:
@@ -217,6 +222,20 @@ def _section(mode: str, sizes: Sizes, results: dict[str, Any], notes: dict[str, 
                 [backend, op, *(_pair(c) for c in cells), ratio, _verdict(backend, op, ratio, last)]
             )
     section.body += table(heads, rows)
+    section.body += [
+        "",
+        "CPU per library call, p50 ms (the calling thread's: all of SQLite's work; on"
+        " PostgreSQL the server's is not in it). Unlike wall-clock percentiles, this holds"
+        " under load, so it shows what grows with the store on a busy machine too.",
+        "",
+    ]
+    cpu_rows = [
+        [backend, op, *(f"{res['steps'][n].get(op, {}).get('cpu_p50_ms', 0):.3f}" for n in steps)]
+        for backend, res in results.items()
+        for op in LIB_OPS
+        if "cpu_p50_ms" in res["steps"][steps[0]].get(op, {})
+    ]
+    section.body += table(["backend", "call", *(f"at {n:,}" for n in steps)], cpu_rows)
     section.body += ["", "Filling took: " + "; ".join(
         f"{b} " + ", ".join(f"{res['steps'][n]['fill_s']:.0f} s to {n:,}" for n in steps)
         for b, res in results.items()
