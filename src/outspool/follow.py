@@ -158,6 +158,40 @@ def joined(store: Store, record: ChunkRecord, ends: Ends, starts: Ends) -> None:
             )
 
 
+def reached_end(store: Store, execution_id: str, ends: Ends | None) -> Execution:
+    """The record of ``execution_id``, read after its chunks up to the newest (ending at
+    ``ends``; None: not known), once it is checked that they reach its end.
+
+    The row's ``stdout_size``/``stderr_size`` are updated in the transaction that adds
+    chunks, to where those chunks end (an output limit's dropped bytes lie between the
+    head and the tail, never after the newest chunk; a ``lost`` execution's row counts
+    what was committed). So once the execution has ended, its newest chunk ends exactly
+    there, and ending short means chunk rows at the end were deleted behind the store's
+    back: DamagedError. Chunks committed after ``ends`` was found make it end short too,
+    so before calling that damage the newest chunk is read again, after the row."""
+    ex = store.get(execution_id)
+    ended_whole(store, ex, ends)
+    return ex
+
+
+def ended_whole(store: Store, ex: Execution, ends: Ends | None) -> None:
+    """:func:`reached_end`'s check, for a record ``ex`` read before the chunks that end at
+    ``ends``."""
+    if not ex.status.finished:
+        return
+    execution_id = ex.id
+    sizes = (ex.stdout_size, ex.stderr_size)
+    if ends is None or ends[0] < sizes[0] or ends[1] < sizes[1]:
+        newest = store.chunks_before(execution_id, 1 << 62, 1)
+        ends = ends_of(newest[0]) if newest else START
+    for s, end, size in zip((Stream.STDOUT, Stream.STDERR), ends, sizes, strict=True):
+        if end < size:
+            raise DamagedError(
+                f"the output of {execution_id} is damaged: the last {size - end} bytes of "
+                f"{s.name.lower()} are missing"
+            )
+
+
 def read_range(
     store: Store, execution_id: str, stream: Stream | None, offset: int = 0, limit: int = 1 << 20
 ) -> Range:
@@ -173,6 +207,7 @@ def read_range(
         records = store.chunks_after(execution_id, after, batches.size)
         batches.fetched(records)
         if not records:
+            reached_end(store, execution_id, ends)
             return Range(bytes(out), offset, pos, True, dropped)
         for record in records:
             after = record.chunk_index
@@ -210,6 +245,7 @@ def iter_chunks(store: Store, execution_id: str, after: int = -1) -> Iterator[Ch
         records = store.chunks_after(execution_id, after, batches.size)
         batches.fetched(records)
         if not records:
+            reached_end(store, execution_id, ends)
             return
         for record in records:
             ends = continues(store, ends, record)
@@ -289,8 +325,9 @@ def tail(store: Store, execution_id: str, lines: int, stream: Stream | None = No
                 break
         if newlines >= lines:
             break
+    ex = reached_end(store, execution_id, edge.newest)
     if end is None:
-        size = _stored_size(store, execution_id, stream)
+        size = _size_of(ex, stream)
         return Range(b"", size, size, True)
     text = b"".join(reversed(pieces))
     body = text[:-1] if text.endswith(b"\n") else text
@@ -313,11 +350,15 @@ class _Edge:
         self.start: dict[Stream, int] = {}
         self.dropped = 0
         self._newer: ChunkRecord | None = None
+        #: Where the newest chunk ends (START: there is none), once one was joined.
+        self.newest: Ends | None = None
 
     def join(self, record: ChunkRecord | None) -> None:
         """Check that ``record`` (None: the start of the output) ends where the one read
         before it starts (:func:`joined`)."""
         newer = self._newer
+        if self.newest is None:
+            self.newest = START if record is None else ends_of(record)
         if newer is not None:
             ends = START if record is None else ends_of(record)
             joined(self.store, newer, ends, (newer.stdout_offset, newer.stderr_offset))
@@ -336,8 +377,7 @@ class _Edge:
         return False
 
 
-def _stored_size(store: Store, execution_id: str, stream: Stream | None) -> int:
-    ex = store.get(execution_id)
+def _size_of(ex: Execution, stream: Stream | None) -> int:
     if stream is Stream.STDOUT:
         return ex.stdout_size
     if stream is Stream.STDERR:
@@ -459,6 +499,7 @@ class Follower:
             return self._settle(found, release=False)
         self.execution = record
         if record.status.finished:
+            ended_whole(self.store, record, self._ends)
             self.done = True
         elif not found and self._capture_lost():
             return self.read_chunks()

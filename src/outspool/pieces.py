@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from outspool.codec import decode
-from outspool.follow import START, Cursor, continues
+from outspool.follow import START, Cursor, continues, reached_end
 from outspool.models import Stream
 from outspool.store.base import Store
 
@@ -92,6 +92,7 @@ def iter_pieces(store: Store, execution_id: str, offset: int = 0) -> Iterator[Pi
                 if pos > offset:
                     skip = max(0, offset - start)
                     yield Piece(start + skip, stream, data[skip:])
+    reached_end(store, execution_id, ends)
 
 
 @dataclass(frozen=True, slots=True)

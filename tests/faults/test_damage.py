@@ -9,7 +9,9 @@ import random
 import re
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from outspool.web.api import RAW_CHECKED
 from tests.faults.damage import (
     ALL,
     BIG_CHUNK,
+    CHUNKS,
     column,
     connection,
     flip,
@@ -305,7 +308,7 @@ def test_a_bit_flipped_in_a_segment_file_is_reported(db_path: Path, settings: Se
             spool.read("big")
 
 
-@pytest.mark.parametrize("index", [0, 1], ids=["the first", "one in the middle"])
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["the first", "one in the middle", "the last"])
 def test_a_deleted_chunk_row_is_damage_not_a_gap(
     spool: Outspool, db_url: str, client: httpx.Client, index: int
 ) -> None:
@@ -331,3 +334,88 @@ def test_a_deleted_chunk_row_is_damage_not_a_gap(
     events = collect(client, f"/api/executions/{execution_id}/events")
     assert [e.kind for e in events if e.kind != "output"] == ["problem"]
     assert "are missing" in events[-1].data["error"]
+
+
+#: 300 numbered lines (about 9 KiB) of stdout, flushed 20 at a time, each naming the secret
+#: in $TOKEN (empty when none is set), then one line of stderr.
+NUMBERED = r"""
+import os, sys
+token = os.environ.get("TOKEN", "")
+for i in range(300):
+    sys.stdout.write(f"line {i:04d} {token} of a numbered output\n")
+    if i % 20 == 19:
+        sys.stdout.flush()
+sys.stderr.write("done\n")
+"""
+
+
+def delete_newest_chunk(spool: Outspool, execution_id: str) -> int:
+    """Delete the execution's newest chunk row behind the store's back; its index."""
+    with connection(spool.store) as run:
+        query = "SELECT max(chunk_index) FROM execution_output_chunks WHERE execution_id = %s"
+        ((newest,),) = run(query, (execution_id,))
+        run(
+            "DELETE FROM execution_output_chunks WHERE execution_id = %s AND chunk_index = %s",
+            (execution_id, newest),
+        )
+    return int(newest)
+
+
+def whole_reads(spool: Outspool, execution_id: str) -> dict[str, Callable[[], object]]:
+    """The reads of :data:`READS` that reach an output's end, for any output (a range that
+    starts before a gap stops there: this one starts 100 bytes before the end)."""
+    size = spool.get(execution_id).stdout_size + spool.get(execution_id).stderr_size
+    reads: dict[str, Callable[[], object]] = {
+        name: partial(read, spool, execution_id) for name, read in READS.items()
+    }
+    reads["range"] = partial(spool.output, execution_id, None, size - 100, 1 << 20)
+    reads["line boundary"] = partial(spool.line_boundary, execution_id, size)
+    return reads
+
+
+@pytest.mark.parametrize("how", ["an output limit", "masked secrets"])
+def test_a_deleted_last_chunk_is_damage_also_after_a_limit_or_masking(
+    spool: Outspool, db_url: str, how: str
+) -> None:
+    """The newest chunk of an ended execution ends where its row says each stream ends,
+    also when a limit dropped bytes between head and tail or masking made the stored output
+    shorter than what the program wrote: such an output reads whole, and once its newest
+    chunk row is deleted every read reports damage, the CLI in one line (exit 2)."""
+    options: dict[str, Any] = (
+        {"max_output": 2000}
+        if how == "an output limit"
+        else {"secrets": {"TOKEN": "hunter2-but-longer"}}
+    )
+    ex = spool.run([sys.executable, "-c", NUMBERED], **options)
+    assert ex.status.value == "succeeded"
+    if how == "an output limit":
+        assert ex.stdout_dropped > 0
+    else:
+        assert b"[MASKED]" in spool.read(ex.id) and b"hunter2" not in spool.read(ex.id)
+    for read in whole_reads(spool, ex.id).values():
+        read()  # whole: no false alarm
+    assert spool.tail(ex.id, 1).data == b"done\n"
+    delete_newest_chunk(spool, ex.id)
+    for name, read in whole_reads(spool, ex.id).items():
+        with pytest.raises(DamagedError, match=r"the last \d+ bytes of std\w+ are missing"):
+            got = read()
+            pytest.fail(f"{name} returned {got!r:.200}")
+    found = run_cli("logs", "--db", db_url, ex.id)
+    assert found.rc == 2, found
+    assert len(found.err_lines) == 1 and "are missing" in found.err_lines[0], found.err_lines
+
+
+def test_a_lost_execution_reads_to_what_was_committed_and_no_further(spool: Outspool) -> None:
+    """A ``lost`` execution's row counts the bytes committed before its capture died: they
+    read whole; without its newest chunk row, they are damaged."""
+    execution_id = stored(spool, "lost-one", finished=False)
+    assert spool.store.mark_lost(execution_id, time.time(), "test: its capture died")
+    assert spool.get(execution_id).status.value == "lost"
+    for read in whole_reads(spool, execution_id).values():
+        read()
+    assert spool.read(execution_id) == ALL
+    assert delete_newest_chunk(spool, execution_id) == len(CHUNKS) - 1
+    for name, read in whole_reads(spool, execution_id).items():
+        with pytest.raises(DamagedError, match="the last 6 bytes of stdout are missing"):
+            got = read()
+            pytest.fail(f"{name} returned {got!r:.200}")
