@@ -42,7 +42,7 @@ from outspool.heartbeat import Heartbeat
 from outspool.isolation import Isolation
 from outspool.jobs import Command, Job, JobOptions, as_command, new_id
 from outspool.lines import Line, iter_lines, line_starts, since_start
-from outspool.models import Execution, Status, Stream
+from outspool.models import Execution, Outcome, Status, Stream
 from outspool.pieces import PieceRange, line_boundary, read_pieces
 from outspool.prune import Pruned
 from outspool.runner import Execute, check_runnable, program_env
@@ -94,23 +94,18 @@ class Running:
     def status(self) -> Status:
         return self.execution().status
 
-    def ended_as(self) -> Execution | None:
-        """The record as this process ended it, from memory (no database read); None
-        until its outcome is known. The stored record can differ only if another
-        process ended the execution first (``lost``)."""
+    @property
+    def outcome(self) -> Outcome | None:
+        """How it ended, from memory; None until known."""
+        return self._execute.outcome
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the program's start to its outcome, once both are known."""
         execute = self._execute
-        outcome = execute.outcome
-        if outcome is None:
+        if execute.started_at is None or execute.finished_at is None:
             return None
-        return replace(
-            execute.execution,
-            status=outcome.status,
-            exit_code=outcome.exit_code,
-            signal=outcome.signal,
-            reason=outcome.reason,
-            started_at=execute.started_at,
-            finished_at=execute.finished_at,
-        )
+        return max(0.0, execute.finished_at - execute.started_at)
 
     def execution(self) -> Execution:
         return self._spool.get(self.id)

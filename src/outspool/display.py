@@ -13,7 +13,7 @@ import shlex
 from datetime import datetime
 from typing import TextIO
 
-from outspool.models import Execution, Status
+from outspool.models import Execution, Outcome, Status
 from outspool.when import age
 
 EXIT_TIMEOUT = 124
@@ -28,7 +28,7 @@ _COLOURS = {
 }
 
 
-def exit_code(ex: Execution) -> int | None:
+def exit_code(ex: Execution | Outcome) -> int | None:
     """The code ``outspool run`` exits with for this execution (None while it runs)."""
     if ex.status is Status.TIMED_OUT:
         return EXIT_TIMEOUT
@@ -39,7 +39,7 @@ def exit_code(ex: Execution) -> int | None:
     return 1 if ex.status.finished else None
 
 
-def shown_exit(ex: Execution) -> str:
+def shown_exit(ex: Execution | Outcome) -> str:
     """The exit code column: ``0``, ``1``, ``143`` (signal 15), empty while running."""
     if ex.exit_code is None and ex.signal is None and ex.status is not Status.TIMED_OUT:
         return ""

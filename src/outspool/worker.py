@@ -287,16 +287,17 @@ class Worker:
         if handle.error is not None and not isinstance(handle.error, OutspoolError):
             log.error("%s crashed the worker thread: %r", handle.id, handle.error)
             return
-        ex = handle.ended_as()  # from memory: reporting costs no read per job
-        if ex is None:
+        outcome = handle.outcome  # from memory: reporting costs no read (nor a record) per job
+        if outcome is None:
             log.warning("%s ended, but not as recorded: %s", handle.id, handle.error)
             return
         if not log.isEnabledFor(logging.INFO):
             return
-        code = shown_exit(ex)
-        how = "; ".join(part for part in (f"exit {code}" if code else "", ex.reason or "") if part)
-        took = f" in {ex.duration:.2f} s" if ex.duration is not None else ""
-        log.info("%s %s (%s)%s", ex.id, ex.status.value, one_line(how), took)
+        code = shown_exit(outcome)
+        parts = (f"exit {code}" if code else "", outcome.reason or "")
+        how = "; ".join(part for part in parts if part)
+        took = f" in {duration:.2f} s" if (duration := handle.duration) is not None else ""
+        log.info("%s %s (%s)%s", handle.id, outcome.status.value, one_line(how), took)
 
     def _isolation(self, execution: Execution) -> Isolation:
         """The job's sandbox, limits (its own, else ours, never above our ceilings), secrets."""

@@ -72,6 +72,9 @@ class SqlStore(abc.ABC):
     #: zstd level when the setting is unset. -1 (SQLite): a byte stored costs one copy into
     #: a segment file, and -1 skips data that does not shrink at ~14 GB/s.
     compression_level: ClassVar[int] = -1
+    #: Look for a queued row (a read) before claiming (a write). SQLite: a claim takes the
+    #: file's one write lock even when it finds nothing, so an idle look is a read.
+    claim_looks_first: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.sql = queries.load(self.dialect)
@@ -429,7 +432,7 @@ class SqlStore(abc.ABC):
         return claimed[0] if claimed else None
 
     def claim_many(self, worker_id: str, now: float, limit: int) -> list[Execution]:
-        if limit < 1 or not self._rows("queued_exists", {}):
+        if limit < 1 or (self.claim_looks_first and not self._rows("queued_exists", {})):
             return []  # the common idle case costs a read, not a write lock
         params = {"worker_id": worker_id, "now": now, "limit": limit}
         with self._statement("write to") as cur:

@@ -118,6 +118,9 @@ class PostgresStore(SqlStore):
     #: zero-filled page at a time): level 1 stores base64 text in 0.75 bytes per byte and
     #: log text in half what -1 does, at about the same speed on text (docs/performance.md).
     compression_level = 1
+    #: A claim that finds nothing locks nothing here (``SKIP LOCKED``, no row updated), so
+    #: it goes straight to the claim: one round trip per claim instead of two.
+    claim_looks_first = False
 
     def __init__(
         self, url: str, settings: Settings | None = None, *, lock_timeout: float | None = None
