@@ -23,7 +23,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Unpack
 
-from outspool import prune, queue
+from outspool import prune, queue, threads
 from outspool.errors import ConfigError, StoreError
 from outspool.follow import (
     Follower,
@@ -73,15 +73,15 @@ class Running:
         self._on_end = on_end
         self.id = execute.execution.id
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"outspool-{self.id}", daemon=True)
+        self._done = threading.Event()
 
     def start(self) -> None:
-        self._thread.start()
+        """Run it on one of this process's execution threads (:mod:`outspool.threads`)."""
+        threads.shared().run(self._run)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the capture thread; True once it has ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for the execution's end to be stored; True once it has."""
+        return self._done.wait(timeout)
 
     def _run(self) -> None:
         try:
@@ -89,7 +89,10 @@ class Running:
         except BaseException as exc:
             self.error = exc
         finally:
-            self._on_end(self)
+            try:
+                self._on_end(self)
+            finally:
+                self._done.set()
 
     def status(self) -> Status:
         return self.execution().status

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from outspool.threads import PerProcess
+
 log = logging.getLogger("outspool.loop")
 
 COALESCE = 0.001  #: seconds between passes that read only small pieces
@@ -81,7 +83,6 @@ class Loop:
         self._added: list[Client] = []
         self._pokes: dict[Client, None] = {}  # ordered set
         self._buffer = ctypes.create_string_buffer(SMALL_READ)
-        self.pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -211,13 +212,9 @@ class Loop:
             self._call(client, client.due, now)
 
 
-_shared: list[Loop] = []  # this process's loop, once started
-_shared_lock = threading.Lock()
+_shared = PerProcess(Loop)
 
 
 def shared() -> Loop:
     """This process's capture loop, started on first use (and anew in a forked child)."""
-    with _shared_lock:
-        if not _shared or _shared[0].pid != os.getpid():
-            _shared[:] = [Loop()]
-        return _shared[0]
+    return _shared.get()
