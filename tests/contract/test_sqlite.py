@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from outspool.errors import SchemaTooNewError, StoreError
 from outspool.jobs import Job
 from outspool.models import Outcome, Status
 from outspool.settings import Settings
-from outspool.store import SCHEMA_VERSION, open_store, queries
+from outspool.store import SCHEMA_VERSION, fswatch, open_store, queries
+from outspool.store import sqlite as sqlite_module
 from outspool.store.sqlite import SqliteStore
 
 SQL_DIR = Path(__file__).parents[2] / "src" / "outspool" / "store" / "sql"
@@ -155,3 +157,44 @@ def test_listing_seeks_an_index_instead_of_scanning(
     index = "executions_status" if name.endswith("status") else "executions_created"
     assert steps[0].startswith(f"SEARCH executions USING INDEX {index} ("), steps
     assert not any(step.startswith("SCAN executions") for step in steps), steps
+
+
+def test_a_watch_of_the_directory_wakes_on_a_write_there(tmp_path: Path) -> None:
+    watch = fswatch.open_watch(tmp_path)
+    assert watch is not None, "inotify is part of every Linux outspool runs on"
+    try:
+        assert not watch.wait(0)  # nothing written yet
+        writer = threading.Thread(target=(tmp_path / "f-wal").write_bytes, args=(b"x",))
+        writer.start()
+        assert watch.wait(60)
+        writer.join()
+    finally:
+        watch.close()
+
+
+def test_a_waiter_is_woken_by_the_kernel_not_by_polling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the safety-net recheck and the wait's timeout beyond the test's own timeout,
+    commits from another connection still end the wait: the directory watch woke it."""
+    monkeypatch.setattr(sqlite_module, "WATCH_RECHECK", 3600.0)
+    store, other = _open(tmp_path / "w.db"), _open(tmp_path / "w.db")
+    stop = threading.Event()
+
+    def keep_committing() -> None:  # (one commit could land before the wait starts)
+        for n in range(1_000_000):
+            if stop.wait(0.01):
+                return
+            other.create(Job(command=("true",)), f"f{n}", 2.0, Status.QUEUED)
+
+    thread = threading.Thread(target=keep_committing)
+    try:
+        store.create(Job(command=("true",)), "e", 1.0, Status.QUEUED)
+        thread.start()
+        store.wait("e", 3600.0)
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+        store.close()
+        other.close()

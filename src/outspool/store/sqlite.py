@@ -28,7 +28,7 @@ from typing import Any
 from outspool.codec import ChunkRecord
 from outspool.errors import DamagedError, StoreError
 from outspool.models import Status
-from outspool.store import segments
+from outspool.store import fswatch, segments
 from outspool.store.core import Checked, Cursor, Params, SqlStore, Subscribers, chunk_row
 
 #: The columns of a chunk row that say where its blobs are in a segment file.
@@ -39,6 +39,9 @@ _PLACEMENT = ("blob_offset", "blob_stdout_length", "blob_stderr_length", "blob_c
 PAGE_SIZE = 8192
 #: Pages freed per incremental_vacuum step (each holds the write lock briefly).
 VACUUM_STEP = 256
+#: With a watch of the directory, ``data_version`` is still read this often (seconds):
+#: a safety net for a commit the kernel would not report (a file system without inotify).
+WATCH_RECHECK = 0.25
 
 
 class SqliteStore(SqlStore):
@@ -55,6 +58,7 @@ class SqliteStore(SqlStore):
         self._poll_interval = poll_interval
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
+        self._watches: list[fswatch.DirectoryWatch] = []
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
         self._poller: _Poller | None = None
@@ -100,9 +104,12 @@ class SqliteStore(SqlStore):
         self.segments.close()
         with self._lock:
             conns, self._all = self._all, []
+            watches, self._watches = self._watches, []
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+        for watch in watches:
+            watch.close()
         self._local = threading.local()
 
     @contextlib.contextmanager
@@ -275,15 +282,34 @@ class SqliteStore(SqlStore):
     # --- changes -----------------------------------------------------------------
 
     def wait(self, execution_id: str, timeout: float) -> None:
-        """Poll ``PRAGMA data_version``, which changes when another connection commits."""
+        """Until another connection commits (``PRAGMA data_version`` changes): woken by the
+        kernel when the file's directory is written (inotify), else by polling every
+        ``poll_interval``."""
         conn = self._connect()
+        watch = self._watch()
         deadline = time.monotonic() + timeout
         with self._errors("read"):
+            if watch is not None:
+                watch.drain()  # before the version is read: a commit after it wakes us
             start = conn.execute("PRAGMA data_version").fetchone()[0]
-            while time.monotonic() < deadline:
-                time.sleep(min(self._poll_interval, max(0.0, deadline - time.monotonic())))
+            while (left := deadline - time.monotonic()) > 0:
+                if watch is None:
+                    time.sleep(min(self._poll_interval, left))
+                else:
+                    watch.wait(min(WATCH_RECHECK, left))
                 if conn.execute("PRAGMA data_version").fetchone()[0] != start:
                     return
+
+    def _watch(self) -> fswatch.DirectoryWatch | None:
+        """This thread's watch of the database's directory (None: poll instead)."""
+        if not hasattr(self._local, "watch"):
+            watch = fswatch.open_watch(self.path.parent)
+            self._local.watch = watch
+            if watch is not None:
+                with self._lock:
+                    self._watches.append(watch)
+        found: fswatch.DirectoryWatch | None = self._local.watch
+        return found
 
     def subscribe(self, execution_id: str, changed: Callable[[], None]) -> Callable[[], None]:
         with self._lock:
