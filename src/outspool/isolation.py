@@ -23,16 +23,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from outspool import limits as lim
+from outspool.errors import SpawnError
 from outspool.limits import Cgroup, Limits
 from outspool.masking import Masker
 from outspool.models import Stream
-from outspool.process import Child, ChildSetup, prlimit_options
-from outspool.sandbox import Sandbox, program, sandbox_user
+from outspool.process import Child, ChildSetup, check_program, prlimit_options
+from outspool.sandbox import SYSTEM_PATH, Sandbox, program, sandbox_user
 from outspool.warm import Warm, script
 
 #: Set in every program's environment; recovery and the orphan sweep find processes by it.
 EXECUTION_ENV = "OUTSPOOL_EXECUTION_ID"
 _PR_SET_CHILD_SUBREAPER = 36
+#: Where a sandbox shows the host's own files: programs there are checked on the host.
+_SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/")
 _sweep_lock = threading.Lock()
 _live: set[str] = set()  # executions this process is running (for the orphan sweep)
 _subreaper = False
@@ -150,6 +153,23 @@ class Guard:
             user=sandbox_user() if self.sandboxed else None,
             die_with_parent=not self.sandboxed,
         )
+
+    def check_program(self, command: Sequence[str]) -> None:
+        """In a sandbox, refuse a program that is not there at once, as outside one (a
+        warm sandbox's ``sh`` and a cold one's ``bwrap`` would each say it their own way).
+        The system inside is the host's: a name looked up on ``PATH`` or a path under
+        ``/usr``, ``/bin`` or ``/sbin`` is checked on the host; any other path is not."""
+        if not self.sandboxed or not command:
+            return
+        name = program(command)[0]
+        if os.sep in name and not name.startswith(_SYSTEM_DIRS):
+            return
+        try:
+            check_program(name, {"PATH": SYSTEM_PATH}, None)
+        except FileNotFoundError:
+            raise SpawnError(f"command not found: {name}") from None
+        except PermissionError:
+            raise SpawnError(f"permission denied: {name}") from None
 
     def begin_warm(self) -> Child | None:
         """Start the program in its warm sandbox; None if it has none."""

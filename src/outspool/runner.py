@@ -101,6 +101,7 @@ class Execute:
         guard = self.isolation.prepare(ex.id, ex.command, self._env, ex.cwd)
         try:
             check_timeout(ex.timeout)  # stored by an older version that did not check it
+            guard.check_program(ex.command)
             child = guard.begin_warm() or spawn(
                 guard.argv,
                 env=guard.env,

@@ -374,8 +374,9 @@ START_PROBE = (
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
 def test_a_warm_sandbox_starts_a_job_as_a_cold_one_does(tmp_path: Path, warm: bool) -> None:
     """Built before the claim or for the job: the same environment, user, directory,
-    rlimits, arguments (quotes and spaces kept), exit status; RLIMIT_FSIZE binds the
-    program, not bwrap's copies of /etc's files (larger than the limit)."""
+    rlimits, arguments (quotes and spaces kept), exit status, a missing program refused
+    as outside a sandbox; RLIMIT_FSIZE binds the program, not bwrap's copies of /etc's
+    files (larger than the limit)."""
     from outspool import Settings
     from outspool.worker import Worker
 
@@ -391,6 +392,8 @@ def test_a_warm_sandbox_starts_a_job_as_a_cold_one_does(tmp_path: Path, warm: bo
         Job(command=("sh", "-c", "kill -TERM $$")),
         Job(command=("sh", "-c", "exec head -c 5000 /dev/zero > /tmp/big"), max_file_size=1000),
         Job(command=("sh", "-c", "echo out; echo err >&2; exit 7")),
+        Job(command=("no-such-program-xyz", "arg")),
+        Job(command=("/usr/bin/no-such-program-xyz",)),
     ]
     with Outspool(db, settings) as spool:
         ids = [spool.submit(job).id for job in jobs]
@@ -400,7 +403,7 @@ def test_a_warm_sandbox_starts_a_job_as_a_cold_one_does(tmp_path: Path, warm: bo
     with Outspool(db) as spool:
         ended = [spool.get(i) for i in ids]
         outputs = [spool.read(i).decode() for i in ids]
-    probe, termed, too_big, plain = ended
+    probe, termed, too_big, plain, missing, missing_path = ended
     env = "('HOME', '/job'), ('LANG', 'C.UTF-8')"
     assert env in outputs[0] and "('ODD', 'x\\'y \"z\" $(no) `no`\\n2nd line')" in outputs[0]
     assert "/job 65534 65534 [(3, 4), (1000, 1000)] ['a b', \"it's\", '$HOME']" in outputs[0]
@@ -410,3 +413,9 @@ def test_a_warm_sandbox_starts_a_job_as_a_cold_one_does(tmp_path: Path, warm: bo
     assert (termed.status.value, termed.exit_code) == ("failed", 128 + 15)
     assert (too_big.status.value, too_big.reason) == ("failed", "file size limit")
     assert (plain.exit_code, outputs[3]) == (7, "out\nerr\n")
+    for gone, name in (
+        (missing, "no-such-program-xyz"),
+        (missing_path, "/usr/bin/no-such-program-xyz"),
+    ):
+        assert (gone.status.value, gone.exit_code) == ("failed", None)
+        assert gone.reason == f"command not found: {name}"  # as unsandboxed
