@@ -214,6 +214,12 @@ def test_a_lock_that_stalls_the_writer_never_delays_the_heartbeat(
             contextlib.closing(store.connect()) as lock,
         ):
             worker = scalar(look, "SELECT worker_id FROM executions WHERE id = %s", execution_id)
+            # the start (which names worker_id, like the heartbeat's looks) rides a group
+            # commit of its own: once it is in, what waits for the lock is the output
+            wait_until(
+                lambda: scalar(look, "SELECT pid FROM executions WHERE id = %s", execution_id),
+                message="the start to be committed",
+            )
             lock.execute("BEGIN")
             lock.execute("LOCK TABLE executions, execution_output_chunks IN ACCESS EXCLUSIVE MODE")
             taken = time.time()
