@@ -4,13 +4,16 @@
 streams on ``/api/executions/ID/events`` for each ID, prints ``connected N`` once all are
 open, reads until each execution's final ``status`` event (or DEADLINE seconds), then
 prints one JSON object: ``latencies`` (send time of each ``SEQ TIME tick`` line after the
-first SKIP -> arrival here), ``lines``, ``finished`` and ``errors``.
+first SKIP -> arrival here), ``lines``, ``finished`` and ``errors``; with ``BENCH_TRACE=1``
+also ``arrivals``: ``[execution id, SEQ, send time, arrival]`` of every line (for
+``bench.scale.trace``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -21,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.scale.common import latencies
 
 FINAL = {"succeeded", "failed", "timed_out", "cancelled", "lost"}
+TRACE = os.environ.get("BENCH_TRACE") == "1"
 
 
 class Tally:
@@ -30,9 +34,10 @@ class Tally:
         self.lines = 0
         self.finished = 0
         self.errors: list[str] = []
+        self.arrivals: list[tuple[str, int, float, float]] = []
 
 
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter, str]
 
 
 async def _open(host: str, port: int, execution_id: str) -> Stream:
@@ -47,18 +52,18 @@ async def _open(host: str, port: int, execution_id: str) -> Stream:
         raise RuntimeError(f"{execution_id}: {status!r}")
     while (await reader.readline()).strip():
         pass  # headers
-    return reader, writer  # the writer is kept: dropping it closes the connection
+    return reader, writer, execution_id  # the writer is kept: dropping it closes the connection
 
 
 async def _read(stream: Stream, tally: Tally) -> None:
-    reader, writer = stream
+    reader, writer, execution_id = stream
     try:
-        await _events(reader, tally)
+        await _events(reader, tally, execution_id)
     finally:
         writer.close()
 
 
-async def _events(reader: asyncio.StreamReader, tally: Tally) -> None:
+async def _events(reader: asyncio.StreamReader, tally: Tally, execution_id: str) -> None:
     event = b""
     async for raw in reader:
         line = raw.rstrip(b"\n")
@@ -67,7 +72,12 @@ async def _events(reader: asyncio.StreamReader, tally: Tally) -> None:
         elif line.startswith(b"data: ") and event == b"output":
             body = json.loads(line[6:])
             mine: list[float] = []
-            latencies(body["text"].encode(), time.time(), mine, tally.skip)
+            now = time.time()
+            latencies(body["text"].encode(), now, mine, tally.skip)
+            if TRACE:
+                for tick in body["text"].splitlines():
+                    seq, sent, _ = tick.split()
+                    tally.arrivals.append((execution_id, int(seq), float(sent), now))
             tally.latencies.extend(mine)
             tally.lines += body["text"].count("\n")
         elif event == b"status" and line.startswith(b"data: ") and _final(line[6:]):
@@ -115,6 +125,7 @@ def main(argv: list[str]) -> int:
             "finished": tally.finished,
             "errors": tally.errors[:20],
             "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+            **({"arrivals": tally.arrivals} if TRACE else {}),
         },
         sys.stdout,
     )

@@ -9,11 +9,16 @@ each other one, then one ``outspool worker`` runs the jobs. Latency: a line's se
 Server RSS and CPU are sampled from /proc while the jobs run. The clients are spread over
 CLIENT_PROCESSES processes (each reports its CPU), and a library follower of the main execution
 in a process of its own gives the same latency without the server, for comparison.
+
+``BENCH_WATCHERS=sqlite:500,postgres:100`` runs only those configurations (backend and W).
+``BENCH_TRACE=1`` runs the worker and the server under ``bench.scale.trace`` and adds, to each
+result, where the main execution's lines spent their time (stage by stage, ms after the write).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import shutil
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, fresh_dir
-from bench.scale import plots
+from bench.scale import plots, trace
 from bench.scale.common import (
     OUTSPOOL,
     Section,
@@ -39,6 +44,12 @@ from bench.scale.common import (
 CLIENT_PROCESSES = 4  # one process reading 600 streams would measure itself
 URL_LINE = re.compile(rb"at http://([\d.]+):(\d+)/")
 ROOT = Path(__file__).resolve().parents[2]
+TRACE = os.environ.get("BENCH_TRACE") == "1"
+
+
+def _chosen(backend: str, main: int) -> bool:
+    only = os.environ.get("BENCH_WATCHERS")
+    return not only or f"{backend}:{main}" in only.split(",")
 
 
 def run(full: bool) -> Section:
@@ -57,6 +68,8 @@ def run(full: bool) -> Section:
                 continue
             results[backend] = {}
             for main, others in sizes:
+                if not _chosen(backend, main):
+                    continue
                 target = url if backend == "postgres" else str(work / f"w{main}.db")
                 key = f"{main} + {others}"
                 results[backend][key] = _one(target, main, others, seconds, work)
@@ -73,8 +86,10 @@ def _one(url: str, main: int, others: int, seconds: float, work: Path) -> dict[s
     with Outspool(url) as spool:
         first = spool.submit(ticker(0.1, int(seconds / 0.1), 1.0)).id
         rest = [spool.submit(ticker(1.0, int(seconds), 1.0)).id for _ in range(others)]
+    command = [OUTSPOOL] if not TRACE else [PYTHON, "-m", "bench.scale.trace", "serve",
+                                            str(work / "serve.trace")]  # fmt: skip
     server = subprocess.Popen(
-        [OUTSPOOL, "serve", "--db", url, "--port", "0"], stderr=subprocess.PIPE
+        [*command, "serve", "--db", url, "--port", "0"], stderr=subprocess.PIPE, cwd=ROOT
     )
     try:
         return _watch(url, server, first, rest, main=main, seconds=seconds, work=work)
@@ -115,15 +130,31 @@ def _watch(
     wait_for_line(direct, b"following", 120)
     watch = Watch(server.pid)
     watch.start()
+    if os.environ.get("BENCH_PROFILE"):
+        subprocess.Popen([*os.environ["BENCH_PROFILE"].split(), "--pid", str(server.pid)])
+    command = [OUTSPOOL] if not TRACE else [PYTHON, "-m", "bench.scale.trace", "worker",
+                                            str(work / "worker.trace")]  # fmt: skip
     worker = subprocess.Popen(
-        [OUTSPOOL, "worker", "--db", url, "--burst", "--concurrency", str(len(rest) + 1)],
+        [*command, "worker", "--db", url, "--burst", "--concurrency", str(len(rest) + 1)],
         stdout=subprocess.DEVNULL,
         stderr=(work / "worker.err").open("wb"),
+        cwd=ROOT,
     )
     got = [json.loads(proc.communicate(timeout=seconds * 6 + 120)[0]) for proc in clients]
     usage = watch.stop()
     worker.wait(120)
     expected = main * int(seconds / 0.1) + len(rest) * int(seconds)
+    traced = {}
+    if TRACE:
+        server.terminate()  # it writes its trace on the way out
+        server.wait(30)
+        traced["trace"] = trace.analyse(
+            json.loads((work / "worker.trace").read_text()),
+            json.loads((work / "serve.trace").read_text()),
+            [a for g in got for a in g["arrivals"]],
+            first,
+            2,
+        )
     return {
         **ms([x for g in got for x in g["latencies"]]),
         **{
@@ -140,6 +171,7 @@ def _watch(
         "server_cpu_s": usage.cpu_s,
         "server_threads": usage.threads,
         "server_fds": usage.fds,
+        **traced,
     }
 
 
