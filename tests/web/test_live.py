@@ -329,3 +329,37 @@ def test_pieces_at_the_same_offsets_of_two_executions_stay_apart(
         for ex in runs:
             found = collect(client, f"/api/executions/{ex.id}/events")
             assert output_of(found) == spool.read(ex.id)
+
+
+def test_what_one_read_finds_goes_out_in_one_write(db_path: Path, settings: Settings) -> None:
+    """A connection that is behind sends the events of what it found at once (up to BATCH
+    chunks and the record read with them) in one write, not one write per event: 500
+    watchers of a line a second cost a socket write per line each, but a client that fell
+    behind catches up in few writes. The events are the same, in the same order."""
+    from outspool.web.api import _sse
+
+    program = (  # stdout and stderr alternate, read apart: an output event each
+        "import os, time\nfor i in range(16):\n"
+        "    os.write(1, b'%05d\\n' % i); os.write(2, b'e\\n'); time.sleep(0.01)\n"
+    )
+    small = msgspec.structs.replace(settings, max_chunk_size=4 * KiB)
+    with Outspool(str(db_path), small) as spool:
+        handle = spool.start([sys.executable, "-c", program])
+        handle.wait(60)
+        stored = spool.read(handle.id)
+
+        async def writes() -> list[bytes]:
+            hub = Hub(spool)
+            got = [w async for w in _sse(hub, spool.get(handle.id), 0)]
+            await hub.close()
+            return got
+
+        sent = asyncio.run(writes())
+    found = list(events(httpx.Response(200, content=b"".join(sent))))
+    assert output_of(found) == stored
+    outputs = sum(1 for e in found if e.kind == "output")
+    assert outputs >= 16
+    assert len(sent) < outputs  # one write per event would be 1 ("retry") + outputs + 1
+    assert [e.kind for e in found][-1] == "status"
+    assert found[-1].data["status"] == "succeeded"
+    assert b"event: status" in sent[-1] and b"event: output" in sent[-1]  # with the last output

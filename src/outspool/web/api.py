@@ -364,24 +364,33 @@ def _output_events(piece: Piece) -> bytes:
     return "".join(events).encode()
 
 
-async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[str | bytes]:
+async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[bytes]:
+    """The event stream: the events of what the hub found at once go out in one write."""
     shown: Execution | None = None
-    yield "retry: 1000\n\n"
-    async for item in hub.follow(ex, offset):
-        if item is None:
-            yield ": keepalive\n\n"
-        elif isinstance(item, Piece) and item.dropped:  # bytes not kept: say where
-            yield _event("gap", _piece_json(item.stream, item.start, b"", item.dropped), item.end)
-        elif isinstance(item, Piece):
-            yield hub.encoded(ex.id, item, _output_events)
-        elif isinstance(item, FeedError):
-            yield _event("problem", {"error": item.message})
-        else:
-            if shown is None or item.status != shown.status:
-                yield _event("status", item.to_json())
-            elif (item.progress, item.progress_percent) != (shown.progress, shown.progress_percent):
-                yield _event("progress", item.to_json())
-            shown = item
+    yield b"retry: 1000\n\n"
+    async for step in hub.steps(ex, offset):
+        events: list[bytes] = []
+        for item in step:
+            if item is None:
+                events.append(b": keepalive\n\n")
+            elif isinstance(item, Piece) and item.dropped:  # bytes not kept: say where
+                gap = _piece_json(item.stream, item.start, b"", item.dropped)
+                events.append(_event("gap", gap, item.end).encode())
+            elif isinstance(item, Piece):
+                events.append(hub.encoded(ex.id, item, _output_events))
+            elif isinstance(item, FeedError):
+                events.append(_event("problem", {"error": item.message}).encode())
+            else:
+                if shown is None or item.status != shown.status:
+                    events.append(_event("status", item.to_json()).encode())
+                elif (item.progress, item.progress_percent) != (
+                    shown.progress,
+                    shown.progress_percent,
+                ):
+                    events.append(_event("progress", item.to_json()).encode())
+                shown = item
+        if events:
+            yield events[0] if len(events) == 1 else b"".join(events)
 
 
 # --- the queue -------------------------------------------------------------------------

@@ -226,22 +226,29 @@ class Hub:
         """Output from ``offset`` on and the record as it changes, the final record last
         (the first record too, while running). ``None`` comes after :data:`KEEPALIVE` s
         of silence."""
+        async for step in self.steps(execution, offset):
+            for item in step:
+                yield item
+
+    async def steps(self, execution: Execution, offset: int) -> AsyncIterator[list[Item]]:
+        """The items of :meth:`follow`, as lists of those found at once (after one wake-up
+        or read), so a connection that fell behind sends them in one write, not one each."""
         if not execution.status.finished:
-            yield execution
+            yield [execution]
         try:
             follower = await self.in_thread(self._follower, execution.id, offset)
             async with self.watching(follower) as waiter:
-                async for item in self._items(follower, waiter, execution):
-                    yield item
+                async for step in self._steps(follower, waiter, execution):
+                    yield step
         except OutspoolError as exc:
-            yield FeedError(str(exc))
+            yield [FeedError(str(exc))]
 
     def _follower(self, execution_id: str, offset: int) -> Follower:
         return self.spool.follow(execution_id, None, offset, batch=BATCH)
 
-    async def _items(
+    async def _steps(
         self, follower: Follower, waiter: Waiter, shown: Execution
-    ) -> AsyncIterator[Item]:
+    ) -> AsyncIterator[list[Item]]:
         while True:
             changed = waiter.changed  # taken before reading: a later commit wakes it
             start = follower.offset
@@ -250,21 +257,25 @@ class Hub:
                 found = await self.in_thread(follower.read)
                 if not found:  # it has read all that is stored
                     waiter.join(follower)
+            step: list[Item] = []
             for stream, data in found:
                 if isinstance(data, Gap):  # bytes not kept: say where, move past them
-                    yield Piece(start, stream, b"", data.size)
+                    step.append(Piece(start, stream, b"", data.size))
                     start += data.size
                     continue
-                yield Piece(start, stream, data)
+                step.append(Piece(start, stream, data))
                 start += len(data)
             record = follower.execution  # ended only once all output was read (Follower)
-            if record is not None and (follower.done or record != shown):
-                yield record
+            # (the window hands every connection the same record: most often no comparison)
+            if record is not None and (follower.done or (record is not shown and record != shown)):
+                step.append(record)
                 shown = record
+            if step:
+                yield step
             if follower.done:
                 return
             if not found and not await _woken(changed):
-                yield None
+                yield [None]
 
 
 async def _woken(changed: asyncio.Event) -> bool:
