@@ -148,13 +148,14 @@ def _watch(
     if TRACE:
         server.terminate()  # it writes its trace on the way out
         server.wait(30)
-        traced["trace"] = trace.analyse(
+        traced["trace"] = found = trace.analyse(
             json.loads((work / "worker.trace").read_text()),
             json.loads((work / "serve.trace").read_text()),
             [a for g in got for a in g["arrivals"]],
             first,
             2,
         )
+        found["server_cpu_per_event_us"] = round(usage.cpu_s / max(1, expected) * 1e6)
     return {
         **ms([x for g in got for x in g["latencies"]]),
         **{
@@ -214,6 +215,7 @@ def _section(
          "streams ended", "errors"],
         rows,
     )  # fmt: skip
+    section.body += _trace_table(results)
     series = {
         b: [(r["clients"], r.get("p99_ms")) for r in res.values()] for b, res in results.items()
     }
@@ -228,3 +230,30 @@ def _section(
     if name:
         section.plots.append(name)
     return section
+
+
+def _trace_table(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Where the main execution's lines spent their time (runs with ``BENCH_TRACE=1``)."""
+    stages = ("read", "commit", "poke", "kept", "first_write", "write", "last_write", "client",
+              "client_minus_write_by_rank")  # fmt: skip
+    rows = [
+        [b, key, *(f"{t['main'][s].get('p50')} / {t['main'][s].get('p99')}" for s in stages),
+         f"{t['writes']['count']:,} / {t['writes']['lines']:,}", t["server_cpu_per_event_us"]]
+        for b, res in results.items()
+        for key, r in res.items()
+        if (t := r.get("trace"))
+    ]  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "",
+        "Where the main execution's lines spent their time (`BENCH_TRACE=1`, bench/scale/trace.py):"
+        " ms after each line's write, p50 / p99, at each step.",
+        "",
+        *table(
+            ["backend", "W + N", "capture read", "committed", "waiter poked", "waiter read done",
+             "first write", "every write", "last write", "at the client", "client minus write",
+             "socket writes / lines", "server CPU µs per event"],
+            rows,
+        ),
+    ]  # fmt: skip
