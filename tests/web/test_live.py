@@ -362,3 +362,34 @@ def test_what_one_read_finds_goes_out_in_one_write(db_path: Path, settings: Sett
     assert len(sent) < outputs  # one write per event would be 1 ("retry") + outputs + 1
     assert [e.kind for e in found][-1] == "status"
     assert found[-1].data["status"] == "succeeded"
+
+
+def test_a_quiet_stream_gets_a_keepalive_after_keepalive_seconds(
+    spool: Outspool, gated: tuple[Running, Gate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower of a silent execution is sent ``None`` (the event stream's keepalive
+    comment) once KEEPALIVE seconds passed without anything to send, never sooner, though
+    its waiter wakes it every _WAIT seconds (the wake-ups alone used to keep it from ever
+    coming)."""
+    handle, gate = gated
+    monkeypatch.setattr(streams, "KEEPALIVE", 0.3)
+    monkeypatch.setattr(streams, "_WAIT", 0.02)
+
+    async def follow() -> tuple[list[Item], float]:
+        hub = Hub(spool)
+        items = hub.follow(spool.get(handle.id), 0)
+        seen: list[Item] = []
+        last = time.monotonic()
+        async with asyncio.timeout(60):  # a hang guard, not a measurement
+            while not seen or seen[-1] is not None:
+                last = time.monotonic()
+                seen.append(await anext(items))
+        quiet = time.monotonic() - last
+        gate.open_all()
+        seen += [item async for item in items]  # to the end
+        await hub.close()
+        return seen, quiet
+
+    seen, quiet = asyncio.run(follow())
+    assert b"".join(i.data for i in seen if isinstance(i, Piece)) == spool.read(handle.id)
+    assert quiet >= 0.3  # after KEEPALIVE seconds of silence, not at a wake-up before
