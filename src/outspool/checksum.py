@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - no isal wheel for this platform
 if TYPE_CHECKING:
     from outspool.codec import ChunkRecord
 
-__all__ = ["DAMAGED_ROW", "blobs", "crc32", "seal", "verify"]
+__all__ = ["DAMAGED_ROW", "blobs", "crc32", "of_fields", "seal", "verify"]
 
 #: What computing a checksum raises when a column holds a value of the wrong type.
 DAMAGED_ROW = (TypeError, ValueError, struct.error, UnicodeError, OverflowError)
@@ -52,23 +52,51 @@ def seal(
     ``lengths``: theirs, when the record does not hold them (a segment file's, unread)."""
     out, err = record.stdout or b"", record.stderr or b""
     crc = blobs(out, err) if blob_crc is None else blob_crc
-    out_length, err_length = (len(out), len(err)) if lengths is None else lengths
-    fields = _FIELDS.pack(
-        record.chunk_index,
-        record.stdout_offset,
-        record.stdout_size,
-        record.stderr_offset,
-        record.stderr_size,
-        out_length,
-        err_length,
-        -1 if record.runs is None else len(record.runs),
-        -1 if record.line_times is None else len(record.line_times),
-        record.timestamp,
+    return of_fields(
+        crc,
+        (len(out), len(err)) if lengths is None else lengths,
+        execution_id=record.execution_id,
+        chunk_index=record.chunk_index,
+        extents=(
+            record.stdout_offset,
+            record.stdout_size,
+            record.stderr_offset,
+            record.stderr_size,
+        ),
+        codec=record.codec,
+        timestamp=record.timestamp,
+        runs=record.runs,
+        line_times=record.line_times,
     )
-    crc = crc32(fields, crc)
-    crc = crc32(f"{record.execution_id}\0{record.codec}\0".encode(), crc)
-    crc = crc32(record.runs or b"", crc)
-    return crc32(record.line_times or b"", crc)
+
+
+def of_fields(
+    blob_crc: int,
+    lengths: tuple[int, int],
+    *,
+    execution_id: str,
+    chunk_index: int,
+    extents: tuple[int, int, int, int],
+    codec: str,
+    timestamp: float,
+    runs: bytes | None,
+    line_times: bytes | None,
+) -> int:
+    """:func:`seal` from a record's fields, before the record is made (the encoder's way:
+    one record built, not one and then a sealed copy). ``extents``: stdout offset and
+    size, stderr offset and size."""
+    fields = _FIELDS.pack(
+        chunk_index,
+        *extents,
+        *lengths,
+        -1 if runs is None else len(runs),
+        -1 if line_times is None else len(line_times),
+        timestamp,
+    )
+    crc = crc32(fields, blob_crc)
+    crc = crc32(f"{execution_id}\0{codec}\0".encode(), crc)
+    crc = crc32(runs or b"", crc)
+    return crc32(line_times or b"", crc)
 
 
 def verify(record: ChunkRecord, blob_crc: int | None = None) -> ChunkRecord:

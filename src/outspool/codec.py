@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import zstandard
 
@@ -82,12 +82,18 @@ class Encoder:
         """
         line_times = None
         if stamps:
-            base, line_times = linetimes.encode(
-                linetimes.group([len(d) for _, d in segments], stamps)
-            )
-            timestamp = base / 1000
-        out = b"".join(d for s, d in segments if s is Stream.STDOUT)
-        err = b"".join(d for s, d in segments if s is Stream.STDERR)
+            if len(stamps) == 1:  # one read (a trickle of lines): one group, no blob
+                timestamp = stamps[0] / 1000
+            else:
+                sizes = [len(d) for _, d in segments]
+                base, line_times = linetimes.encode(linetimes.group(sizes, stamps))
+                timestamp = base / 1000
+        if len(segments) == 1:
+            stream, data = segments[0]
+            out, err = (data, b"") if stream is Stream.STDOUT else (b"", data)
+        else:
+            out = b"".join(d for s, d in segments if s is Stream.STDOUT)
+            err = b"".join(d for s, d in segments if s is Stream.STDERR)
         runs = _encode_runs(segments) if out and err else None
         codec, out_blob, err_blob = RAW, out, err
         if self._zstd is not None and self._may_shrink(out, err):
@@ -95,7 +101,12 @@ class Encoder:
             small_err = self._zstd.compress(err) if err else b""
             if len(small_out) + len(small_err) < len(out) + len(err):
                 codec, out_blob, err_blob = ZSTD, small_out, small_err
-        record = ChunkRecord(
+        stdout = out_blob if out else None
+        stderr = err_blob if err else None
+        crc = checksum.blobs(stdout, stderr)
+        extents = (offsets[0], len(out), offsets[1], len(err))
+        lengths = (len(out_blob), len(err_blob))
+        return ChunkRecord(
             execution_id=execution_id,
             chunk_index=chunk_index,
             stdout_offset=offsets[0],
@@ -105,13 +116,23 @@ class Encoder:
             codec=codec,
             timestamp=timestamp,
             runs=runs,
-            stdout=out_blob if out else None,
-            stderr=err_blob if err else None,
+            stdout=stdout,
+            stderr=stderr,
             line_times=line_times,
+            checksum=checksum.of_fields(
+                crc,
+                lengths,
+                execution_id=execution_id,
+                chunk_index=chunk_index,
+                extents=extents,
+                codec=codec,
+                timestamp=timestamp,
+                runs=runs,
+                line_times=line_times,
+            ),
             trimmable=trimmable,
+            blob_crc=crc,
         )
-        crc = checksum.blobs(record.stdout, record.stderr)
-        return replace(record, checksum=checksum.seal(record, crc), blob_crc=crc)
 
     def _may_shrink(self, out: bytes, err: bytes) -> bool:
         """False when a large chunk's sample does not shrink (random or already compressed

@@ -212,6 +212,9 @@ class Writer:
         )
         self._cond = threading.Condition()
         self._sinks: dict[str, Sink] = {}
+        #: sinks given output since the writer last took theirs (an ordered set): a step
+        #: looks at these, not at every live execution
+        self._dirty: dict[Sink, None] = {}
         self._finishing: list[Sink] = []
         self._starting: list[Started] = []
         self._starts_due: float | None = None  # when the oldest start waiting is due
@@ -336,6 +339,7 @@ class Writer:
             if self._failure is not None:
                 raise StoreError(f"the writer stopped: {self._failure}")
             was_empty = sink.buffer.size == 0
+            self._dirty[sink] = None
             sink.last_ms = max(sink.last_ms, int(time.time() * 1000))
             now = self._clock()
             self._pending += sink.add(stream, data, now, sink.last_ms)
@@ -384,11 +388,12 @@ class Writer:
         with self._cond:
             if not self._wait_for_work():
                 return False
-            for sink in self._sinks.values():
+            dirty, self._dirty = self._dirty, {}
+            for sink in dirty:
                 sink.catch_up()
             taken = [
                 (sink, sink.buffer.take_timed(), sink.monitor.take_progress())
-                for sink in self._sinks.values()
+                for sink in dirty
                 if sink.buffer.size or sink.monitor.progress_dirty
             ]
             finishing, self._finishing = self._finishing, []
@@ -446,7 +451,7 @@ class Writer:
         """Under the lock: wait until something is due; False when stopped and drained."""
         while True:
             now = self._clock()
-            pending = [s for s in self._sinks.values() if s.buffer.size]
+            pending = [s for s in self._dirty if s.buffer.size]
             starts_due = self._starts_due
             if self._finishing or any(s.buffer.due(now) for s in pending):
                 return True

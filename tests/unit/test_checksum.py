@@ -97,3 +97,17 @@ def test_the_fast_crc_is_the_one_used() -> None:
     """isal is a dependency wherever it has a wheel: on this machine it must be in use."""
     pytest.importorskip("isal")
     assert checksum.crc32.__module__.startswith("isal")
+
+
+@pytest.mark.parametrize("stream", [Stream.STDOUT, Stream.STDERR])
+@pytest.mark.parametrize("stamped", [True, False])
+def test_one_read_is_sealed_like_any_chunk(stream: Stream, stamped: bool) -> None:
+    """The encoder's shortcut for a single read (most chunks of a chatty program) seals
+    the same fields as :func:`checksum.seal` would over the record it made."""
+    record = sealed([(stream, b"42 1733105000.123 tick\n")], stamped)
+    assert record.checksum == checksum.seal(record)
+    assert record.blob_crc == checksum.blobs(record.stdout, record.stderr)
+    assert record.line_times is None
+    assert decode(record).data(stream) == b"42 1733105000.123 tick\n"
+    if stamped:
+        assert record.timestamp == 1_700_000_000_000 / 1000
