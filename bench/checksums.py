@@ -34,7 +34,7 @@ BASELINE_SQLITE = "format 7 on SQLite: segment files' CRC only (baseline)"
 def _unsealed() -> Iterator[None]:
     """No sealing when encoding and no verifying when reading (only in this process)."""
 
-    def nothing(*args: Any) -> Any:
+    def nothing(*args: Any, **fields: Any) -> Any:
         return None
 
     def unchecked(record: Any, *args: Any) -> Any:
@@ -42,7 +42,7 @@ def _unsealed() -> Iterator[None]:
 
     # the encoder's view of the checksum module only: SQLite's segment files still hash
     # their blobs (checksum.blobs), as format 7 did
-    encoder_view = SimpleNamespace(seal=nothing, blobs=nothing)
+    encoder_view = SimpleNamespace(seal=nothing, blobs=nothing, of_fields=nothing)
     patches = [
         (codec, "checksum", encoder_view),
         (core, "verify", unchecked),
