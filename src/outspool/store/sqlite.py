@@ -42,10 +42,10 @@ VACUUM_STEP = 256
 #: With a watch of the directory, ``data_version`` is still read this often (seconds):
 #: a safety net for a commit the kernel would not report (a file system without inotify).
 WATCH_RECHECK = 0.25
-#: After the directory was written, ``data_version`` is read every ``poll_interval`` for
-#: this long (seconds): the kernel reports a commit's first write to the ``-wal`` file,
-#: but the commit becomes visible only when the WAL index in the ``-shm`` file (written
-#: through a memory map, which the kernel does not report) is updated after its last.
+#: After the directory was written, ``data_version`` is read at the next write or within
+#: ``poll_interval``, for this long (seconds): the kernel reports a commit's first write
+#: to the ``-wal`` file, but the commit becomes visible only when the WAL index in the
+#: ``-shm`` file (a memory map, which the kernel does not report) is updated after its last.
 WATCH_SETTLE = 1.0
 
 
@@ -299,10 +299,13 @@ class SqliteStore(SqlStore):
             start = conn.execute("PRAGMA data_version").fetchone()[0]
             settled = 0.0  # until then, a write seen in the directory may be a commit's first
             while (left := deadline - time.monotonic()) > 0:
-                if watch is None or time.monotonic() < settled:
+                if watch is None:
                     time.sleep(min(self._poll_interval, left))
-                elif watch.wait(min(WATCH_RECHECK, left)):
-                    settled = time.monotonic() + WATCH_SETTLE
+                else:
+                    now = time.monotonic()
+                    recheck = self._poll_interval if now < settled else WATCH_RECHECK
+                    if watch.wait(min(recheck, left)):
+                        settled = time.monotonic() + WATCH_SETTLE
                 if conn.execute("PRAGMA data_version").fetchone()[0] != start:
                     return
 
