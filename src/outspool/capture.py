@@ -5,8 +5,10 @@ epoll over every program's stdout and stderr (or its pty) and its exit (a
 pidfd). A :class:`Capture` is one execution's part of it: its reads, its
 deadlines, its stop. Each read goes to the sink whole and unchanged (bytes,
 never decoded), in the order the reads happened, and optionally to an echo fd
-(``outspool run`` shows output live). :meth:`Capture.run` blocks the calling
-thread until the program has ended, then reaps it.
+(``outspool run`` shows output live). :meth:`Capture.start` hands the capture to
+the loop and returns; the loop calls back once the program has ended, and
+:meth:`Capture.complete` (on any thread but the loop's: it may wait) reaps it and
+gives the outcome. No thread waits per program.
 
 The program's end is decided here, not by the pipes closing: once the main
 process has exited, output is drained for ``drain_grace`` seconds, then the
@@ -31,6 +33,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from outspool import loop as _loop
@@ -44,6 +47,10 @@ _SMALL_READ = 4096  # a read smaller than this means the program writes in small
 _NO_PIDFD_POLL = 0.05  # without a pidfd, look at the process this often
 
 
+def _nothing() -> None:
+    """What a capture not started yet would call when done."""
+
+
 @dataclass
 class StopRequest:
     """Why the capture was asked to stop the program."""
@@ -54,9 +61,10 @@ class StopRequest:
 
 
 class Capture:
-    """Drives one child's output into one sink. ``run()`` blocks until the program ends.
+    """Drives one child's output into one sink: :meth:`start`, then, once told that the
+    program ended, :meth:`complete`.
 
-    The methods after ``run`` are called on the loop's thread only.
+    The methods after ``complete`` are called on the loop's thread only.
     """
 
     def __init__(
@@ -88,7 +96,7 @@ class Capture:
         self._started = time.monotonic()
         self._exited_at: float | None = None  # when the main process exited
         self._stop_sent: float | None = None  # when SIGTERM went to the group
-        self._done = threading.Event()
+        self._on_done: Callable[[], None] = _nothing
         self._error: BaseException | None = None
         # loop thread only
         self._attached = False
@@ -113,12 +121,17 @@ class Capture:
                     self.child.signal_group(signal.SIGKILL)
         self._loop.poke(self)
 
-    def run(self) -> Outcome:
-        """Capture until the program has ended and its output is drained; the outcome."""
+    def start(self, on_done: Callable[[], None]) -> None:
+        """Hand the capture to the loop. ``on_done`` is called, on the loop's thread (so it
+        must not wait), once the program has ended and its output is drained."""
         self._started = time.monotonic()
+        self._on_done = on_done
+        self._loop.add(self)
+
+    def complete(self) -> Outcome:
+        """After the loop said the capture is done: reap the program; its outcome (or the
+        error the capture failed with). Not on the loop's thread: this may wait."""
         try:
-            self._loop.add(self)
-            self._done.wait()
             if self._error is not None:
                 raise self._error
         finally:
@@ -221,7 +234,7 @@ class Capture:
         if self._echo_fd is not None:
             loop.unwatch(self._echo_fd)
         loop.forget(self)
-        self._done.set()
+        self._on_done()
 
     def _hold(self, why: str, now: float) -> None:
         """Stop polling the pipes: no room in the store, or the echo waits."""

@@ -19,11 +19,12 @@ import re
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
 from typing import Unpack
 
-from outspool import prune, queue, threads
+from outspool import prune, queue
 from outspool.errors import ConfigError, StoreError
 from outspool.follow import (
     Follower,
@@ -62,6 +63,12 @@ def job_of(command: Command | Job, options: JobOptions) -> Job:
     return Job(command=as_command(command), **options)
 
 
+#: Threads that start executions (spawn, which waits for the program's exec) and end them
+#: (reap the program, wait for the end's commit), per Outspool. Between the two a program
+#: is only read by the capture loop, so a thousand live executions hold no thread each.
+HANDLERS = 16
+
+
 class Running:
     """A handle on an execution running in this process (see :meth:`Outspool.start`)."""
 
@@ -76,23 +83,42 @@ class Running:
         self._done = threading.Event()
 
     def start(self) -> None:
-        """Run it on one of this process's execution threads (:mod:`outspool.threads`)."""
-        threads.shared().run(self._run)
+        """Spawn the program (on one of the :data:`HANDLERS` threads) and hand it to the
+        capture loop; returns at once.
+
+        A program that cannot start ends ``failed`` (recorded; the error is kept in
+        :attr:`error` and raised by :meth:`wait`).
+        """
+        self._spool.handle_later(self._begin)
+
+    def _begin(self) -> None:
+        try:
+            self._execute.begin(self._captured)
+        except BaseException as exc:
+            self.error = exc
+            self._end()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the execution's end to be stored; True once it has."""
+        """Wait until the execution has ended and its end is stored; True once it has."""
         return self._done.wait(timeout)
 
-    def _run(self) -> None:
+    def _captured(self) -> None:
+        """On the capture loop's thread (which must not wait): the program ended."""
+        self._spool.handle_later(self._complete)
+
+    def _complete(self) -> None:
         try:
-            self._execute.run()
+            self._execute.complete()
         except BaseException as exc:
             self.error = exc
         finally:
-            try:
-                self._on_end(self)
-            finally:
-                self._done.set()
+            self._end()
+
+    def _end(self) -> None:
+        try:
+            self._on_end(self)
+        finally:
+            self._done.set()
 
     def status(self) -> Status:
         return self.execution().status
@@ -162,6 +188,7 @@ class Outspool:
         self._writer: Writer | None = None
         self._heartbeat: Heartbeat | None = None
         self._running: dict[str, Running] = {}
+        self._handlers: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -203,7 +230,21 @@ class Outspool:
                 return
             handle.join()
 
+    def handle_later(self, step: Callable[[], None]) -> None:
+        """Run ``step`` (an execution's start or end) on one of the :data:`HANDLERS` threads."""
+        with self._lock:
+            if self._handlers is None:
+                self._handlers = ThreadPoolExecutor(HANDLERS, thread_name_prefix="outspool-run")
+            handlers = self._handlers
+        try:
+            handlers.submit(step)
+        except RuntimeError:  # shut down (the interpreter is exiting): a thread of its own
+            threading.Thread(target=step, name="outspool-run", daemon=True).start()
+
     def _release(self) -> None:
+        if self._handlers is not None:
+            self._handlers.shutdown(wait=False)
+            self._handlers = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -280,7 +321,7 @@ class Outspool:
         sandbox: bool = False,
         **options: Unpack[JobOptions],
     ) -> Running:
-        """Start a program under capture in a background thread; a handle to it.
+        """Start a program under capture; a handle to it (see :class:`Running`).
 
         ``command`` is a list of strings (or a whole :class:`~outspool.jobs.Job`);
         ``options`` are the job's other fields (``name``, ``timeout``, ``env``,
@@ -329,8 +370,13 @@ class Outspool:
         writer: Writer | None = None,
         on_end: Callable[[Running], None] | None = None,
         isolation: Isolation | None = None,
+        start: bool = True,
     ) -> Running:
-        """Run an execution that is already stored (and claimed by this process)."""
+        """Run an execution that is already stored (and claimed by this process).
+
+        ``start=False``: the handle is returned before the program is spawned; call its
+        ``start()`` (after which ``on_end`` may be called at any time, on any thread).
+        """
         execute = Execute(
             self.store,
             writer or self.writer,
@@ -353,7 +399,8 @@ class Outspool:
         handle = Running(self, execute, ended)
         with self._lock:
             self._running[execution.id] = handle
-        handle.start()
+        if start:
+            handle.start()
         return handle
 
     def run(

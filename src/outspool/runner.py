@@ -1,7 +1,8 @@
 """Running one program under capture: the execution's whole life in one place.
 
 spawn -> mark running -> capture into the writer -> record the outcome, for an
-execution already stored (:func:`outspool.queue.create`). Used by
+execution already stored (:func:`outspool.queue.create`): :meth:`Execute.begin` on the
+caller's thread, :meth:`Execute.complete` once the capture loop says the program ended. Used by
 :class:`outspool.client.Outspool` for ``outspool run``, the library and the worker.
 """
 
@@ -93,8 +94,13 @@ class Execute:
         if self._capture is not None:
             self._capture.request_stop(status, reason, force)
 
-    def run(self) -> Outcome:
-        """Spawn, capture, and record the outcome. Spawn errors end the execution ``failed``."""
+    def begin(self, on_captured: Callable[[], None]) -> None:
+        """Spawn and hand the program to the capture loop; returns at once. Spawn errors end
+        the execution ``failed`` (recorded) and are raised.
+
+        ``on_captured`` is called, on the capture loop's thread (it must not wait), once
+        the program has ended and its output is read: then call :meth:`complete`.
+        """
         ex = self.execution
         sink = self.writer.open(ex.id, ex.max_output)
         self.sink = sink
@@ -135,8 +141,14 @@ class Execute:
         )
         if self._stop is not None:
             self._capture.request_stop(*self._stop)
-        outcome = self._ended(self._capture.run())
-        sink.finish(outcome)
+        self._capture.start(on_captured)
+
+    def complete(self) -> Outcome:
+        """After ``on_captured``: reap the program and record the outcome (returns once it is
+        stored). Not on the capture loop's thread: this waits for the writer."""
+        assert self._capture is not None and self.sink is not None
+        outcome = self._ended(self._capture.complete())
+        self.sink.finish(outcome)
         return outcome
 
     def _ended(self, outcome: Outcome) -> Outcome:

@@ -272,10 +272,12 @@ class Worker:
                 self.completed += 1
             self._wake.set()
 
-        with self._lock:
-            self._running[execution.id] = self.spool.launch(
-                execution, env=env, isolation=isolation, on_end=ended
-            )
+        handle = self.spool.launch(
+            execution, env=env, isolation=isolation, on_end=ended, start=False
+        )
+        with self._lock:  # not held while it starts: an end may come at once
+            self._running[execution.id] = handle
+        handle.start()
 
     def _report_ended(self) -> None:
         with self._lock:

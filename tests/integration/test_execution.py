@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,29 @@ def test_cancel_a_running_execution(spool: Outspool, handles: list[Running]) -> 
     ex = handle.wait(60)
     assert ex.status is Status.CANCELLED
     assert ex.reason == "enough"
+
+
+def _printed(handle: Running, needle: bytes) -> bool:
+    return needle in handle.output()
+
+
+def test_programs_started_in_the_library_hold_no_thread_each(
+    spool: Outspool, tmp_path: Path
+) -> None:
+    """``Outspool.start`` of 40 programs: each is read by the capture loop and started and
+    ended on a small pool, so the threads do not grow with the programs; every one ends
+    ``succeeded`` with its output."""
+    from outspool.client import HANDLERS
+
+    go = tmp_path / "go"
+    waits = f"echo up; while [ ! -e {go} ]; do sleep 0.01; done; echo done"
+    before = len(os.listdir("/proc/self/task"))
+    handles = [spool.start(["sh", "-c", waits]) for _ in range(40)]
+    for handle in handles:
+        wait_until(partial(_printed, handle, b"up\n"), message="the program to start")
+    running = len(os.listdir("/proc/self/task")) - before
+    go.touch()
+    ended = [handle.wait(60) for handle in handles]
+    assert running <= HANDLERS + 6, running  # before: 40 + the few
+    assert {(ex.status, spool.read(ex.id)) for ex in ended} == {(Status.SUCCEEDED, b"up\ndone\n")}
+    assert all(handle.join(0) for handle in handles)

@@ -365,3 +365,39 @@ def test_a_worker_raises_its_open_files_limit_to_the_hard_limit() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     soft, hard = map(int, done.stdout.split())
     assert soft == hard
+
+
+def _threads_of_this_process() -> int:
+    return len(os.listdir("/proc/self/task"))  # every thread, not only Python's
+
+
+#: Threads a worker has whatever it runs, beyond its start-and-end pool: the capture loop,
+#: the writer, the heartbeat, SQLite's checkpointer, a PostgreSQL pool's own workers.
+FIXED_THREADS = 16
+
+
+def test_a_worker_holds_no_thread_per_running_program(
+    db_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    """60 programs run at once in one worker: its threads stay a fixed few (the capture
+    loop, the writer, the start-and-end pool...), not one per program."""
+    from outspool.client import HANDLERS
+    from outspool.worker import Worker
+
+    go = tmp_path / "go"
+    waits = f"echo up; while [ ! -e {go} ]; do sleep 0.01; done; echo done"
+    before = _threads_of_this_process()
+    with Outspool(db_url, settings) as spool:
+        ids = [spool.submit(["sh", "-c", waits]).id for _ in range(60)]
+        worker = Worker(db_url, settings, concurrency=60).start()
+        try:
+            wait_until(lambda: all(spool.read(i) == b"up\n" for i in ids), message="all up")
+            running = _threads_of_this_process() - before
+            go.touch()
+            wait_until(lambda: all(spool.get(i).status.finished for i in ids), message="all end")
+        finally:
+            worker.stop()
+            assert worker.join(60)
+        outputs = [(spool.get(i).status, spool.read(i)) for i in ids]
+    assert running <= HANDLERS + FIXED_THREADS < 60, running  # before: 60 + the fixed ones
+    assert outputs == [(Status.SUCCEEDED, b"up\ndone\n")] * 60
