@@ -17,6 +17,7 @@ from outspool.jobs import Job
 from outspool.progress import Progress
 from outspool.settings import Settings
 from outspool.store import SCHEMA_VERSION, OutputUpdate, Store, WriteBatch, open_store
+from outspool.store.base import Started
 from outspool.store.postgres import PostgresStore
 from tests.contract.test_store import raw_chunk
 from tests.postgres.database import DSN, admin
@@ -172,3 +173,47 @@ def test_a_read_only_open_creates_no_schema(pg_url: str) -> None:
     with contextlib.closing(admin()) as conn:
         query = "SELECT count(*) FROM pg_namespace WHERE nspname = %s"
         assert conn.execute(query, (_schema(pg_url),)).fetchone() == (0,)
+
+
+def test_a_group_commit_is_one_round_trip(open_pg: OpenPg, pg_url: str, tmp_path: Path) -> None:
+    """A commit's statements go out together and the server answers once (libpq's own
+    trace of the connection counts the answers): it took four round trips, BEGIN, the
+    chunk rows, the totals and COMMIT, each a wake-up of the server and of the writer."""
+    open_pg().close()  # creates the schema
+    store = PostgresStore(pg_url)
+    store._get_pool().wait()  # its one connection is ready: one thread never needs another
+    keys = ["r1", "r2", "r3"]
+    for key in keys:
+        store.create(Job(command=("x",)), key, 1.0)
+    chunks = [raw_chunk(k, 0, (0, 0), f"{k}\n".encode(), b"") for k in keys]
+    progress = Progress("50%", 50.0)
+    updates = [OutputUpdate(k, 3, 0, 1, 2.0, progress) for k in keys]
+    started = [Started(k, 10 + i, 1.5, "w") for i, k in enumerate(keys)]
+    trace = tmp_path / "libpq.trace"
+    with trace.open("w") as out:
+        with store._connection() as conn:  # the pool's one connection: the next write's
+            conn.pgconn.trace(out.fileno())
+        store.write(WriteBatch(chunks, updates, started=started))
+        with store._connection() as conn:
+            conn.pgconn.untrace()
+    assert trace.read_text().count("ReadyForQuery") == 1
+    for i, key in enumerate(keys):
+        got = store.get(key)
+        assert (got.status, got.pid, got.chunk_count, got.progress) == ("running", 10 + i, 1, "50%")
+    store.close()
+
+
+def test_a_failed_group_commit_stores_none_of_it(open_pg: OpenPg) -> None:
+    """Sent in one go, a commit is still all or nothing: the server runs the statements
+    before the one Sync as one implicit transaction, and a total that fails (here out of
+    range) takes the chunk rows sent before it back; the connection serves the next write."""
+    store = open_pg()
+    store.create(Job(command=("x",)), "f1", 1.0)
+    chunk = raw_chunk("f1", 0, (0, 0), b"kept?\n", b"")
+    with pytest.raises(StoreError, match="out of range"):
+        store.write(WriteBatch([chunk], [OutputUpdate("f1", 6, 0, 2**40, 2.0)]))
+    assert store.chunks_after("f1", -1, 10) == []
+    assert store.get("f1").chunk_count == 0
+    store.write(WriteBatch([chunk], [OutputUpdate("f1", 6, 0, 1, 2.0)]))
+    assert len(store.chunks_after("f1", -1, 10)) == 1
+    assert store.get("f1").chunk_count == 1

@@ -104,6 +104,11 @@ class SqlStore(abc.ABC):
     def _transaction(self, doing: str) -> contextlib.AbstractContextManager[Cursor]:
         """A cursor whose statements commit together (or not at all)."""
 
+    def _unread_transaction(self, doing: str) -> contextlib.AbstractContextManager[Cursor]:
+        """A :meth:`_transaction` none of whose results is read before it ends (a backend
+        may then send all its statements at once)."""
+        return self._transaction(doing)
+
     @abc.abstractmethod
     def _statement(self, doing: str) -> contextlib.AbstractContextManager[Cursor]:
         """A cursor for one writing statement, committed on its own."""
@@ -267,7 +272,8 @@ class SqlStore(abc.ABC):
         started = [_started_row(s) for s in batch.started]
         ended = [_ended_row(e) for e in batch.ended]
         files: dict[str, list[str]] = {}
-        with self._transaction("write to") as cur:
+        begin = self._transaction if batch.trims else self._unread_transaction
+        with begin("write to") as cur:
             if started:  # before any output: a reader never sees output of a program not started
                 cur.executemany(self.sql["mark_running"], started)
             for execution_id, index in batch.trims:  # a tail window slid: first, so that a

@@ -5,7 +5,8 @@ connections, transactions, the opening (schema, advisory-locked migration),
 chunk payloads as binary ``bytea`` and :meth:`PostgresStore.wait`.
 
 Connections come from a ``psycopg_pool.ConnectionPool`` in autocommit mode: a
-read is one round trip, a write is one explicit transaction. A pooled
+read is one round trip, a write is one explicit transaction, and a group commit is
+one round trip too (one pipeline, one implicit transaction: :meth:`_unread_transaction`). A pooled
 connection idle for more than ``FRESH`` seconds is checked (one more round trip)
 before it is handed out, and a statement that finds its connection lost has
 every idle one checked at once, so connections that died (server restart,
@@ -234,6 +235,26 @@ class PostgresStore(SqlStore):
             self._errors(doing),
             self._connection() as conn,
             conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            yield cur
+
+    @contextlib.contextmanager
+    def _unread_transaction(self, doing: str) -> Iterator[Cursor]:
+        """One round trip for the whole transaction: its statements go out in one pipeline
+        with a single ``Sync`` and no ``BEGIN``; the server runs the messages before a
+        ``Sync`` as one implicit transaction, committed at the ``Sync`` if every statement
+        succeeded and rolled back if any failed. A group commit took four round trips
+        (``BEGIN``, chunk rows, totals, ``COMMIT``), each a wake-up of the server's backend
+        and of the writer, which is what a commit waits for on a busy machine."""
+        if not psycopg.Pipeline.is_supported():
+            with self._transaction(doing) as cur:
+                yield cur
+            return
+        with (
+            self._errors(doing),
+            self._connection() as conn,
+            conn.pipeline(),
             conn.cursor(row_factory=dict_row) as cur,
         ):
             yield cur
