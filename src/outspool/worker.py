@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 
 from outspool import sandbox
-from outspool.client import Outspool, Running
+from outspool.client import HANDLERS, Outspool, Running
 from outspool.display import one_line, shown_exit
 from outspool.errors import ConfigError, OutspoolError, StoreError
 from outspool.isolation import Isolation
@@ -166,12 +166,16 @@ class Worker:
     # --- the loop ----------------------------------------------------------------------
 
     def _warm_pool(self) -> WarmPool | None:
-        """Sandboxes built ahead for the next jobs (one per slot), if jobs are sandboxed."""
+        """Sandboxes built ahead for the next jobs, if jobs are sandboxed: one per slot, but
+        no more than the programs this process starts at once (:data:`HANDLERS`). With a
+        thousand slots, one per slot built and threw away up to a thousand spares while
+        the programs ran (docs/performance.md, *Many live executions in one worker*)."""
         s = self.settings
         if s.sandbox != "bwrap" or not s.sandbox_warm:
             return None
         box = Sandbox(disk=s.sandbox_disk)
-        return WarmPool(box, s.default_memory is not None, s.read_size, self.concurrency)
+        size = min(self.concurrency, HANDLERS)
+        return WarmPool(box, s.default_memory is not None, s.read_size, size)
 
     def _loop(self) -> None:
         next_recovery = 0.0

@@ -419,3 +419,24 @@ def test_a_warm_sandbox_starts_a_job_as_a_cold_one_does(tmp_path: Path, warm: bo
     ):
         assert (gone.status.value, gone.exit_code) == ("failed", None)
         assert gone.reason == f"command not found: {name}"  # as unsandboxed
+
+
+@pytest.mark.parametrize(("slots", "spares"), [(2, 2), (40, "handlers")])
+def test_a_worker_keeps_no_more_warm_sandboxes_than_it_starts_at_once(
+    tmp_path: Path, slots: int, spares: int | str
+) -> None:
+    """One warm sandbox per slot, at most as many as the start pool runs at once: a worker
+    with a thousand slots built (and threw away) up to a thousand spares while its
+    programs ran."""
+    from outspool import Settings
+    from outspool.client import HANDLERS
+    from outspool.worker import Worker
+
+    settings = Settings.load(sandbox="bwrap", sandbox_warm=True)
+    worker = Worker(str(tmp_path / "o.db"), settings, concurrency=slots)
+    pool = worker._warm_pool()
+    assert pool is not None
+    try:
+        assert pool.size == (HANDLERS if spares == "handlers" else spares)
+    finally:
+        pool.close()
