@@ -30,6 +30,7 @@ from outspool.models import Stream
 from outspool.process import Child, ChildSetup, check_program, prlimit_options
 from outspool.sandbox import SYSTEM_PATH, Sandbox, program, sandbox_user
 from outspool.warm import Warm, script
+from outspool.watchdog import Watchdog
 
 #: Set in every program's environment; recovery and the orphan sweep find processes by it.
 EXECUTION_ENV = "OUTSPOOL_EXECUTION_ID"
@@ -50,6 +51,7 @@ class Isolation:
     secrets: Mapping[str, str] = field(default_factory=dict)
     cgroup: bool = True  #: use a cgroup when the machine offers one
     warm: Warm | None = None  #: a sandbox started ahead, which the job may take
+    watchdog: Watchdog | None = None  #: the worker's: its cgroups hold the job's
 
     def prepare(
         self,
@@ -68,7 +70,10 @@ class Isolation:
             if guard is not None:
                 return guard
             self.warm.discard()
-        group = Cgroup.create(f"outspool-{execution_id}", self.limits) if self.cgroup else None
+        group = None
+        if self.cgroup:
+            under = self.watchdog.parents if self.watchdog is not None else None
+            group = Cgroup.create(f"outspool-{execution_id}", self.limits, under=under)
         program_env = {**env, **self.secrets}
         fds: tuple[int, ...] = ()
         inside = None
@@ -143,15 +148,17 @@ class Guard:
     def setup(self) -> ChildSetup:
         """The child's steps before the program, in order: cgroup, rlimits, user.
 
-        ``bwrap --die-with-parent`` gives a sandbox the parent-death signal itself.
+        ``bwrap --die-with-parent`` gives a sandbox the parent-death signal itself; a
+        worker's watchdog kills a job in its cgroup, which then needs no such signal.
         """
+        watched = self.cgroup is not None and self.isolation.watchdog is not None
         return ChildSetup(
             cgroup_procs=self.cgroup.procs_files() if self.cgroup is not None else (),
             rlimits=()
             if self.rlimits_inside
             else tuple(self.isolation.limits.rlimits(cgroup=self.cgroup is not None)),
             user=sandbox_user() if self.sandboxed else None,
-            die_with_parent=not self.sandboxed,
+            die_with_parent=not self.sandboxed and not watched,
         )
 
     def check_program(self, command: Sequence[str]) -> None:

@@ -120,11 +120,14 @@ class Cgroup:
         self.directories = sorted({k.directory for k in knobs})
 
     @classmethod
-    def create(cls, name: str, limits: Limits, set_limits: bool = True) -> Cgroup | None:
+    def create(
+        cls, name: str, limits: Limits, set_limits: bool = True, under: Parents | None = None
+    ) -> Cgroup | None:
         """Make the execution's cgroup (with a ``memory`` controller if ``limits`` has a
         memory limit) and, unless told not to yet, set its limits; None where this machine
-        or user cannot."""
-        knobs = _knobs(name, limits)
+        or user cannot. ``under``: the parents to make it in (a worker's, :func:`nest`),
+        else this process's own cgroups."""
+        knobs = _knobs(name, limits, under or _parents())
         if knobs is None:
             return None
         group = cls(knobs)
@@ -185,19 +188,48 @@ class Cgroup:
                     time.sleep(0.001)
 
 
+#: Where executions' cgroups are made: the v2 directory, or v1's memory and pids ones.
+Parents = tuple[str | None, str | None, str | None]
+
+
 @functools.cache
-def _parents() -> tuple[str | None, str | None, str | None]:
+def _parents() -> Parents:
     """Where this process's executions' cgroups go: the v2 parent, or v1's memory and pids
     parents (looked up once per process: it reads /proc/self/cgroup several times)."""
     return _v2_dir(), _v1_dir("memory"), _v1_dir("pids")
 
 
-def _knobs(name: str, limits: Limits) -> list[_Knob] | None:
+def nest(name: str) -> Parents | None:
+    """Make a cgroup ``name`` in each of this process's parents, to hold executions'
+    cgroups (a worker's, watched by ``watchdog.py``); None where it cannot."""
+    v2, memory, pids = _parents()
+    if v2 is None and (memory is None or pids is None or not os.access(memory, os.W_OK)):
+        return None
+    made: list[str] = []
+    try:
+        if v2 is not None:
+            made.append(os.path.join(v2, name))
+            os.mkdir(made[-1])
+            _write(os.path.join(made[-1], "cgroup.subtree_control"), "+memory +pids")
+            return made[-1], None, None
+        for parent in (memory, pids):
+            assert parent is not None
+            made.append(os.path.join(parent, name))
+            os.mkdir(made[-1])
+    except OSError:
+        for directory in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        return None
+    return None, made[0], made[1]
+
+
+def _knobs(name: str, limits: Limits, parents: Parents) -> list[_Knob] | None:
     """The controllers' files of the execution's cgroup; with v1, the memory hierarchy only
     for a memory limit (a memory cgroup made and removed costs the kernel about half a
     millisecond of CPU, most of a trivial job's cgroup cost; the pids one holds every
     process either way)."""
-    v2, memory, pids = _parents()
+    v2, memory, pids = parents
     if v2 is not None:
         d = os.path.join(v2, name)
         return [

@@ -37,6 +37,7 @@ from outspool.sandbox import Sandbox
 from outspool.settings import Settings
 from outspool.store.base import QUEUE
 from outspool.warm import WarmPool
+from outspool.watchdog import Watchdog
 
 IDLE_POLL = 0.1  # seconds between looks at the queue when there is nothing to do
 #: Default slots per CPU when jobs are sandboxed: a sandbox keeps its job waiting on the
@@ -108,6 +109,7 @@ class Worker:
         self._retention: Retention | None = None
         self._base_env: dict[str, str] | None = None
         self._warm: WarmPool | None = None
+        self._watchdog: Watchdog | None = None
         self.completed = 0
         self.warm_starts = 0  #: jobs started in a sandbox built before their claim
 
@@ -148,6 +150,7 @@ class Worker:
         if self.settings.sandbox == "bwrap" and (problem := sandbox.problem()) is not None:
             raise ConfigError(problem)
         raise_open_files_limit()
+        self._watchdog = Watchdog.start()  # kills our jobs' processes if we die
         try:
             with self.spool:  # left by an exception: what still runs is stopped and recorded
                 _ = self.spool.writer  # registers this worker and starts its heartbeat
@@ -161,6 +164,8 @@ class Worker:
                 self._shutdown()
                 self._report_ended()
         finally:
+            if self._watchdog is not None:
+                self._watchdog.close()
             log.info("%s stopped after %d executions", self.worker_id, self.completed)
 
     # --- the loop ----------------------------------------------------------------------
@@ -317,7 +322,8 @@ class Worker:
             processes=execution.max_processes,
             file_size=execution.max_file_size,
         )
-        return Isolation(sandbox=box, limits=effective(asked, s), secrets=execution.secrets)
+        limits = effective(asked, s)
+        return Isolation(box, limits, execution.secrets, watchdog=self._watchdog)
 
     # --- shutdown ----------------------------------------------------------------------
 

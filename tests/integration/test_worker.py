@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
 import signal
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from outspool import Outspool, Settings, Status
+from outspool import Outspool, Settings, Status, limits
 from outspool.jobs import Job
+from outspool.watchdog import Watchdog
 from tests.conftest import RunCli, SpawnCli
 from tests.helpers import alive, wait_until
 
@@ -106,6 +109,50 @@ def test_sigkill_of_worker_leaves_no_orphans_and_recovery_marks_lost(
     if not db_url.startswith("postgresql"):
         with sqlite3.connect(db_url) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_sigkill_of_worker_kills_every_process_of_its_jobs_without_recovery(
+    db_url: str, tmp_path: Path, spawn_cli: SpawnCli
+) -> None:
+    """The worker's watchdog, not ``recover``: a grandchild in the background and one in a
+    session of its own with an empty environment (which recovery could not find) die with
+    the worker, and the worker's cgroup is removed."""
+    probe = Watchdog.start()
+    if probe is None:
+        pytest.skip("no writable cgroup here: jobs keep the per-job parent-death signal")
+    probe.close()
+    pids = tmp_path / "pids"
+    script = (
+        "sleep 300 & a=$!; setsid env -i sleep 301 & b=$!; "
+        f"echo $$ $a $b > {pids}.tmp; mv {pids}.tmp {pids}; wait"
+    )
+    (execution_id,) = queue_jobs(db_url, [Job(command=("sh", "-c", script))])
+    worker = spawn_cli("worker", "--db", db_url)
+    wait_until(pids.exists, message="the program's pids")
+    left = [int(p) for p in pids.read_text().split()]
+    groups = worker_cgroups(worker.pid)
+    assert groups, "the worker made no cgroup of its own"
+    try:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+        wait_until(
+            lambda: not any(alive(pid) for pid in left), message="every process of the job to die"
+        )
+        wait_until(lambda: not any(os.path.exists(g) for g in groups), message="the cgroup removed")
+    finally:
+        for pid in left:  # only if the assertion failed: do not leave them to the machine
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert record(db_url, execution_id)["status"] == "running"  # nobody recovered it
+
+
+def worker_cgroups(pid: int) -> list[str]:
+    """The cgroups worker ``pid`` made for its executions (named after its pid)."""
+    found = []
+    for parent in limits._parents():
+        if parent is not None:
+            found += glob.glob(os.path.join(parent, f"outspool-worker-{pid}-*"))
+    return found
 
 
 def test_sigterm_drains_running_jobs_and_claims_no_more(
