@@ -152,8 +152,10 @@ class Guard:
         worker's watchdog kills a job in its cgroup, which then needs no such signal.
         """
         watched = self.cgroup is not None and self.isolation.watchdog is not None
+        joins = self.cgroup.thread_joins(self.isolation.limits) if self.cgroup else ()
         return ChildSetup(
-            cgroup_procs=self.cgroup.procs_files() if self.cgroup is not None else (),
+            cgroup_procs=self.cgroup.procs_files() if self.cgroup is not None and not joins else (),
+            thread_joins=joins,
             rlimits=()
             if self.rlimits_inside
             else tuple(self.isolation.limits.rlimits(cgroup=self.cgroup is not None)),

@@ -152,11 +152,28 @@ class Cgroup:
         """The files a child writes ``0`` into to move itself in (before its program)."""
         return tuple(os.path.join(d, "cgroup.procs") for d in self.directories)
 
+    def thread_joins(self, limits: Limits) -> tuple[tuple[str, str], ...]:
+        """``(its tasks file, the thread's own)``: how a thread of this process moves itself
+        in and back out, so that the program it starts meanwhile is born in the cgroup; ()
+        where that cannot be done. Only a cgroup v1 ``pids`` cgroup alone: v2 moves whole
+        processes only, and a memory cgroup would charge the worker's own pages to the job
+        (its OOM killer could then pick the worker). The thread counts against
+        ``pids.max`` while in, so a limit of fewer than two processes joins the old way."""
+        home = _thread_home()
+        if home is None or len(self.knobs) != 1 or self.knobs[0].reason != PROCESSES:
+            return ()
+        if limits.processes is not None and limits.processes < 2:
+            return ()
+        tasks = os.path.join(self.knobs[0].directory, "tasks")
+        return ((tasks, home),) if self.knobs[0].directory.startswith(_pids_mount()) else ()
+
     def pids(self) -> list[int]:
+        """The processes in the cgroup (never this one: a thread of it may be passing)."""
         found: set[int] = set()
         for directory in self.directories:
             with contextlib.suppress(OSError), open(os.path.join(directory, "cgroup.procs")) as f:
                 found.update(int(line) for line in f if line.strip())
+        found.discard(os.getpid())
         return sorted(found)
 
     def hit(self) -> str | None:
@@ -197,6 +214,21 @@ def _parents() -> Parents:
     """Where this process's executions' cgroups go: the v2 parent, or v1's memory and pids
     parents (looked up once per process: it reads /proc/self/cgroup several times)."""
     return _v2_dir(), _v1_dir("memory"), _v1_dir("pids")
+
+
+def _pids_mount() -> str:
+    return os.path.join(_CGROUP_ROOT, "pids") + os.sep
+
+
+@functools.cache
+def _thread_home() -> str | None:
+    """The ``tasks`` file of this process's v1 ``pids`` cgroup, if its threads may move
+    (v1 only, and writable)."""
+    _, _, pids = _parents()
+    if pids is None or _parents()[0] is not None:
+        return None
+    home = os.path.join(pids, "tasks")
+    return home if os.access(home, os.W_OK) else None
 
 
 def nest(name: str) -> Parents | None:

@@ -2,7 +2,8 @@
 
 Stopping a program means its whole group: SIGTERM, a grace period, then
 SIGKILL. On Linux the child also gets SIGKILL if the process that started it
-dies (the parent-death signal), so a killed capture leaves no orphans behind.
+dies (the parent-death signal), so a killed capture leaves no orphans behind;
+a worker's jobs have its watchdog instead (``watchdog.py``).
 
 What the child does before the program starts (join its cgroup, lower its
 rlimits, become another user, the parent-death signal) is described as data, a
@@ -13,7 +14,8 @@ instead (``preexec_fn``) forces a real ``fork`` of this process, which on a
 virtual machine costs several milliseconds of CPU and tens of wall: most of a
 trivial job (docs/performance.md). That way is kept for what the helpers cannot
 do: a pseudo-terminal, a caller's own setup step, signals this process ignores,
-or helpers missing from the system.
+or helpers missing from the system. On cgroup v1 the starting thread may join
+the cgroup itself for the spawn (``ChildSetup.thread_joins``): no ``sh`` then.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
@@ -108,6 +111,8 @@ class ChildSetup:
     """What a child does, in this order, before the program runs."""
 
     cgroup_procs: tuple[str, ...] = ()  #: ``cgroup.procs`` files to join
+    #: ``(tasks file, the thread's own)``: cgroups the starting thread joins for the spawn
+    thread_joins: tuple[tuple[str, str], ...] = ()
     rlimits: tuple[tuple[int, int, int], ...] = ()  #: ``(resource, soft, hard)``
     user: tuple[int, int] | None = None  #: ``(uid, gid)`` to become, with no other groups
     die_with_parent: bool = True  #: SIGKILL once the thread that started it has ended
@@ -248,31 +253,33 @@ def spawn(
     helpers = None
     if not use_pty and extra_setup is None and not _signals_ignored():
         helpers = setup.helpers()
+    preexec = None if helpers is not None else _slow_setup(setup, False, extra_setup)
     try:
-        if use_pty:
-            slow = _slow_setup(setup, use_pty, extra_setup)
-            proc, fds = _spawn_pty(argv, env, cwd, slow, pass_fds)
-        else:
-            if helpers:
-                check_program(argv[0], env, cwd)
-            proc = subprocess.Popen(
-                [*(helpers or ()), *argv],
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=dict(env),
-                cwd=cwd,
-                start_new_session=True,
-                preexec_fn=None if helpers is not None else _slow_setup(setup, False, extra_setup),
-                pass_fds=pass_fds,
-            )
-            assert proc.stdout is not None and proc.stderr is not None
-            fds = {os.dup(proc.stdout.fileno()): Stream.STDOUT}
-            fds[os.dup(proc.stderr.fileno())] = Stream.STDERR
-            proc.stdout.close()
-            proc.stderr.close()
-            for fd in fds:
-                _enlarge_pipe(fd, pipe_size)
+        with _thread_in(setup.thread_joins):  # a v1 cgroup joined by this thread
+            if use_pty:
+                slow = _slow_setup(setup, use_pty, extra_setup)
+                proc, fds = _spawn_pty(argv, env, cwd, slow, pass_fds)
+            else:
+                if helpers:
+                    check_program(argv[0], env, cwd)
+                proc = subprocess.Popen(
+                    [*(helpers or ()), *argv],
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=dict(env),
+                    cwd=cwd,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                    pass_fds=pass_fds,
+                )
+                assert proc.stdout is not None and proc.stderr is not None
+                fds = {os.dup(proc.stdout.fileno()): Stream.STDOUT}
+                fds[os.dup(proc.stderr.fileno())] = Stream.STDERR
+                proc.stdout.close()
+                proc.stderr.close()
+        for fd in fds:
+            _enlarge_pipe(fd, pipe_size)
     except FileNotFoundError:
         raise SpawnError(f"command not found: {argv[0]}") from None
     except PermissionError:
@@ -289,6 +296,40 @@ def spawn(
     except (OSError, AttributeError):
         pidfd = None
     return Child(proc, fds, pidfd)
+
+
+@contextlib.contextmanager
+def _thread_in(joins: Sequence[tuple[str, str]]) -> Iterator[None]:
+    """This thread in the cgroups of ``joins`` meanwhile, so that a child it starts is
+    born there: no window in which the program could start a process outside. The way
+    back is taken whatever happens; if it fails, this process stops (a thread of the
+    worker left in a job's cgroup would be killed with the job)."""
+    if not joins:
+        yield
+        return
+    tid = str(threading.get_native_id()).encode()
+    joined: list[str] = []
+    try:
+        for tasks, _ in joins:
+            _write_tid(tasks, tid)
+            joined.append(tasks)
+        yield
+    finally:
+        for tasks, home in joins:
+            if tasks in joined:
+                try:
+                    _write_tid(home, tid)
+                except OSError as exc:
+                    os.write(2, f"outspool: cannot leave {tasks}: {exc}; stopping\n".encode())
+                    os._exit(70)
+
+
+def _write_tid(tasks: str, tid: bytes) -> None:
+    fd = os.open(tasks, os.O_WRONLY)
+    try:
+        os.write(fd, tid)
+    finally:
+        os.close(fd)
 
 
 def _spawn_pty(

@@ -73,6 +73,47 @@ def test_both_ways_join_the_cgroup_before_the_program(slow: bool) -> None:
         group.remove()
 
 
+@pytest.mark.parametrize("slow", [False, True], ids=["vfork", "python"])
+def test_the_starting_thread_joins_a_v1_pids_cgroup_for_the_spawn(slow: bool) -> None:
+    """No ``sh``: the program, and what it starts before anything could move it, is born
+    in the cgroup; the thread that started it is back in its own cgroup afterwards, and
+    the cgroup's processes never include this one."""
+    group = Cgroup.create(f"outspool-test-{os.getpid()}-tj-{slow}", Limits(processes=64))
+    if group is None or not (joins := group.thread_joins(Limits(processes=64))):
+        pytest.skip("no cgroup v1 pids hierarchy this thread may move in")
+    mine = Path("/proc/thread-self/cgroup").read_text()
+    try:
+        setup = ChildSetup(thread_joins=joins, die_with_parent=False)
+        assert setup.helpers() == [], "a helper still starts before the program"
+        child = spawn(
+            ["sh", "-c", "cat /proc/self/cgroup & wait"],
+            env={"PATH": os.defpath},
+            setup=setup,
+            extra_setup=(lambda: None) if slow else None,
+        )
+        joined = [line for line in output(child).splitlines() if b"outspool-test-" in line]
+        assert len(joined) == 1
+        assert Path("/proc/thread-self/cgroup").read_text() == mine
+        assert os.getpid() not in group.pids()
+    finally:
+        group.kill_all()
+        group.remove()
+
+
+def test_a_thread_join_is_not_used_for_memory_or_fewer_than_two_processes() -> None:
+    group = Cgroup.create(f"outspool-test-{os.getpid()}-tj2", Limits(processes=64))
+    if group is None or not group.thread_joins(Limits()):
+        pytest.skip("no cgroup v1 pids hierarchy this thread may move in")
+    limited = Cgroup.create(f"outspool-test-{os.getpid()}-tj3", Limits(memory=64 << 20))
+    try:
+        assert group.thread_joins(Limits(processes=1)) == ()
+        assert limited is not None and limited.thread_joins(Limits(memory=64 << 20)) == ()
+    finally:
+        for made in (group, limited):
+            if made is not None:
+                made.remove()
+
+
 def test_a_memory_cgroup_is_made_only_for_a_memory_limit() -> None:
     plain = Cgroup.create(f"outspool-test-{os.getpid()}-plain", Limits(processes=64))
     if plain is None:
