@@ -10,7 +10,8 @@ wrapping lives here, so the stamps cost nothing outside this harness.
 * serve: when the store poked a waiter (``Waiter.subscribe``'s callback, on the store's
   thread), when a waiter took a chunk into its window after reading it (``Waiter._keep``,
   with the tick lines in it and the chunk's capture time, the read of its first byte), and
-  when uvicorn handed an event's bytes to the socket (``RequestResponseCycle.send``).
+  when uvicorn handed an event's bytes to the socket (``RequestResponseCycle.send``), or
+  the fan-out did (``Wire.write``).
 
 ``analyse(...)`` joins these with the clients' arrival times (``sse_clients`` with
 ``BENCH_TRACE=1``) into per-stage latencies of the main execution's lines.
@@ -106,7 +107,26 @@ def install_server(path: str) -> None:
             trace.dump(path)
 
     RequestResponseCycle.send = _send  # type: ignore[method-assign]
+    _wrap_wire(trace)
     uvicorn.Server._serve = _serve  # type: ignore[method-assign]
+
+
+def _wrap_wire(trace: ServerTrace) -> None:
+    """The fan-out's direct writes (``Wire.write``), noted as the cycle's sends are."""
+    try:
+        from outspool.web.wire import Wire
+    except ImportError:  # a version without the direct fan-out
+        return
+    write = Wire.write
+
+    def _write(self: Any, data: bytes, framed: bytes) -> None:
+        write(self, data, framed)
+        cycle = self._cycle
+        trace.sends.append((time.time(), id(cycle), data))
+        if id(cycle) not in trace.paths:
+            trace.paths[id(cycle)] = cycle.scope["path"]
+
+    Wire.write = _write  # type: ignore[method-assign]
 
 
 def _wrap_waiter(streams: Any, trace: ServerTrace) -> None:

@@ -523,6 +523,23 @@ class Follower:
         """The index of the last chunk handed out (-1 before the first)."""
         return self._held[0].chunk_index - 1 if self._held else self._after
 
+    @property
+    def holding(self) -> bool:
+        """Whether chunks past a gap are held back (see the class)."""
+        return bool(self._held)
+
+    def level_with(self, other: Follower) -> bool:
+        """Whether this follower stands where ``other`` does: the same stream, the same
+        chunks handed out, the same offset, nothing held back by either (so the same chunks
+        taken next give both the same pieces)."""
+        return (
+            self.after == other.after
+            and self.offset == other.offset
+            and self.stream == other.stream
+            and not self._held
+            and not other._held
+        )
+
     def take(
         self, chunks: list[Chunk], record: Execution, ended: bool
     ) -> list[tuple[Stream, bytes | Gap]]:
@@ -531,7 +548,13 @@ class Follower:
         execution (the follow is then done). A server reads new chunks once for all its
         followers of an execution this way (:mod:`outspool.web.streams`)."""
         if chunks:  # they cover what this one held, if anything (they start after `after`)
-            self._after = chunks[-1].chunk_index
+            last = chunks[-1]
+            self._after = last.chunk_index
+            # where they end, for the check of the next chunks it reads itself (joined)
+            self._ends = (
+                last.stdout_offset + len(last.stdout),
+                last.stderr_offset + len(last.stderr),
+            )
             self._held, self._tails = [], {}
             self._track(chunks)
         if ended or not record.status.finished:  # as in read_chunks: the end comes last

@@ -19,7 +19,7 @@ from outspool.pieces import Piece
 from outspool.settings import KiB
 from outspool.web import streams
 from outspool.web.app import create_app
-from outspool.web.streams import BATCH, Hub, Item
+from outspool.web.streams import BATCH, FeedError, Hub, Item
 from tests.conftest import SpawnCli
 from tests.helpers import alive, capture_then_kill_it, wait_until
 from tests.web.conftest import Served, running
@@ -336,8 +336,6 @@ def test_what_one_read_finds_goes_out_in_one_write(db_path: Path, settings: Sett
     chunks and the record read with them) in one write, not one write per event: 500
     watchers of a line a second cost a socket write per line each, but a client that fell
     behind catches up in few writes. The events are the same, in the same order."""
-    from outspool.web.api import _sse
-
     program = (  # stdout and stderr alternate, read apart: an output event each
         "import os, time\nfor i in range(16):\n"
         "    os.write(1, b'%05d\\n' % i); os.write(2, b'e\\n'); time.sleep(0.01)\n"
@@ -350,7 +348,7 @@ def test_what_one_read_finds_goes_out_in_one_write(db_path: Path, settings: Sett
 
         async def writes() -> list[bytes]:
             hub = Hub(spool)
-            got = [w async for w in _sse(hub, spool.get(handle.id), 0)]
+            got = [w async for w in hub.events(spool.get(handle.id), 0)]
             await hub.close()
             return got
 
@@ -393,3 +391,61 @@ def test_a_quiet_stream_gets_a_keepalive_after_keepalive_seconds(
     seen, quiet = asyncio.run(follow())
     assert b"".join(i.data for i in seen if isinstance(i, Piece)) == spool.read(handle.id)
     assert quiet >= 0.3  # after KEEPALIVE seconds of silence, not at a wake-up before
+
+
+def test_a_follower_served_by_the_window_then_left_behind_it_reads_on(
+    db_path: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower takes a line from its waiter's window, then stops reading while 256 KiB
+    go by an 8 KiB window: its own reads of the store go on from the window's place. (They
+    used to check the next chunk against where its own last read had ended, and report
+    the output damaged.)"""
+    monkeypatch.setattr(streams, "WINDOW_BYTES", 8 * KiB)
+    step, gate = tmp_path / "step", tmp_path / "go"
+    program = (
+        "import os, time\nprint('first', flush=True)\n"
+        f"while not os.path.exists({str(step)!r}): time.sleep(0.005)\n"
+        "print('second', flush=True)\n"
+        f"while not os.path.exists({str(gate)!r}): time.sleep(0.005)\n"
+        "for i in range(64):\n    os.write(1, b'%05d' % i + b'.' * 4090 + b'\\n')\n"
+    )
+    small = msgspec.structs.replace(settings, max_chunk_size=4 * KiB)
+    with Outspool(str(db_path), small) as spool:
+        handle = spool.start([sys.executable, "-c", program])
+        wait_until(lambda: b"first" in spool.read(handle.id), message="the first line")
+
+        async def follow() -> list[Item]:
+            hub = Hub(spool)
+            items = hub.follow(spool.get(handle.id), 0)
+            seen: list[Item] = []
+
+            def text() -> bytes:
+                return b"".join(i.data for i in seen if isinstance(i, Piece))
+
+            while b"first\n" not in text():
+                seen.append(await anext(items))
+
+            async def next_item() -> Item:
+                return await anext(items)
+
+            following = asyncio.create_task(next_item())  # it reads, finds nothing, waits
+            async with asyncio.timeout(60):  # a hang guard, not a measurement
+                while (waiter := hub.waiters.get(handle.id)) is None or waiter.reader is None:
+                    await asyncio.sleep(0.01)
+                step.touch()
+                seen.append(await following)
+                while b"second\n" not in text():  # from the window
+                    seen.append(await anext(items))
+                gate.touch()
+                await asyncio.to_thread(handle.wait, 60)
+                while not waiter.ended:  # the window moved on past what it holds
+                    await asyncio.sleep(0.01)
+            seen += [item async for item in items]
+            await hub.close()
+            return seen
+
+        seen = asyncio.run(follow())
+        stored = spool.read(handle.id)
+    assert not [i for i in seen if isinstance(i, FeedError)]
+    assert b"".join(i.data for i in seen if isinstance(i, Piece)) == stored
+    assert isinstance(seen[-1], Execution) and seen[-1].status is Status.SUCCEEDED

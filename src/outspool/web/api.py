@@ -12,11 +12,9 @@ they are valid UTF-8 on their own, else ``data`` (base64).
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
@@ -31,10 +29,11 @@ from outspool.errors import ConfigError, NotFoundError, OutspoolError
 from outspool.follow import Range
 from outspool.jobs import Job
 from outspool.models import Execution, Status, Stream
-from outspool.pieces import Piece
 from outspool.search import MAX_PATTERN, Window, compile_pattern
 from outspool.settings import MAX_TIMEOUT
-from outspool.web.streams import FeedError, Hub
+from outspool.web.sse import piece_json
+from outspool.web.streams import Hub
+from outspool.web.wire import wire_of
 from outspool.when import parse_when, rfc3339_ms
 
 router = APIRouter(prefix="/api")
@@ -44,7 +43,6 @@ StreamName = Literal["stdout", "stderr", "all"]
 STREAMS: dict[str, Stream | None] = {"stdout": Stream.STDOUT, "stderr": Stream.STDERR, "all": None}
 MAX_OFFSET = 1 << 62
 MAX_RANGE = 4 << 20
-EVENT_PIECE = 64 << 10  # output events carry at most this many bytes
 RAW_CHECKED = 8 << 20  # a download checks this much output before it sends its headers
 _REF = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")  # an ID, a prefix, or a name
 
@@ -164,19 +162,6 @@ def tail(
     return _range_json(ex, stream, spool.tail(ex.id, lines, STREAMS[stream]))
 
 
-def _piece_json(stream: Stream, offset: int, data: bytes, dropped: int = 0) -> dict[str, Any]:
-    """A tagged piece with its bytes once: ``text`` if valid UTF-8, else ``data`` (base64);
-    or ``dropped``, the bytes not kept there (an output limit's gap)."""
-    body: dict[str, Any] = {"stream": stream.name.lower(), "offset": offset}
-    if dropped:
-        return body | {"dropped": dropped}
-    try:
-        body["text"] = data.decode("utf-8")
-    except UnicodeDecodeError:
-        body["data"] = base64.b64encode(data).decode("ascii")
-    return body
-
-
 @router.get("/executions/{execution_id}/pieces")
 def pieces(
     request: Request,
@@ -204,7 +189,7 @@ def pieces(
         "offset": offset,
         "next_offset": got.next_offset,
         "eof": got.eof,
-        "pieces": [_piece_json(p.stream, p.start, p.data, p.dropped) for p in got.pieces],
+        "pieces": [piece_json(p.stream, p.start, p.data, p.dropped) for p in got.pieces],
     }
     if line is not None:
         body["line"] = line
@@ -328,69 +313,10 @@ async def events(
         offset = int(last_event_id)
     hub: Hub = request.app.state.hub
     return StreamingResponse(
-        _sse(hub, ex, offset),
+        hub.events(ex, offset, wire_of(request.scope)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def _event(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def _split(data: bytes, size: int) -> Iterator[tuple[int, bytes]]:
-    """``data`` in parts of at most ``size`` bytes, cut between UTF-8 characters where
-    possible, so each part of valid text stays valid text."""
-    start = 0
-    while start < len(data):
-        end = min(start + size, len(data))
-        if end < len(data):
-            back = end
-            while back > end - 3 and 0x80 <= data[back] < 0xC0:
-                back -= 1  # data[back] continues a character: cut before its lead byte
-            if back > start and not 0x80 <= data[back] < 0xC0:
-                end = back
-        yield start, data[start:end]
-        start = end
-
-
-def _output_events(piece: Piece) -> bytes:
-    """The ``output`` events of a piece, each of at most :data:`EVENT_PIECE` bytes."""
-    events = []
-    for start, data in _split(piece.data, EVENT_PIECE):
-        at = piece.start + start
-        events.append(_event("output", _piece_json(piece.stream, at, data), at + len(data)))
-    return "".join(events).encode()
-
-
-async def _sse(hub: Hub, ex: Execution, offset: int) -> AsyncIterator[bytes]:
-    """The event stream: the events of what the hub found at once go out in one write."""
-    shown: Execution | None = None
-    yield b"retry: 1000\n\n"
-    async for step in hub.steps(ex, offset):
-        events: list[bytes] = []
-        for item in step:
-            if item is None:
-                events.append(b": keepalive\n\n")
-            elif isinstance(item, Piece) and item.dropped:  # bytes not kept: say where
-                gap = _piece_json(item.stream, item.start, b"", item.dropped)
-                events.append(_event("gap", gap, item.end).encode())
-            elif isinstance(item, Piece):
-                events.append(hub.encoded(ex.id, item, _output_events))
-            elif isinstance(item, FeedError):
-                events.append(_event("problem", {"error": item.message}).encode())
-            else:
-                if shown is None or item.status != shown.status:
-                    events.append(_event("status", item.to_json()).encode())
-                elif (item.progress, item.progress_percent) != (
-                    shown.progress,
-                    shown.progress_percent,
-                ):
-                    events.append(_event("progress", item.to_json()).encode())
-                shown = item
-        if events:
-            yield events[0] if len(events) == 1 else b"".join(events)
 
 
 # --- the queue -------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from outspool.web import wire
+
 #: File descriptors kept for the store, threads and the listening socket.
 FD_RESERVE = 32
 #: Connections accepted per event-loop turn. asyncio accepts up to this many in a
@@ -65,6 +67,12 @@ class BoundedH11(H11Protocol):
             transport.close()
             return
         self._arm()
+
+    def handle_events(self) -> None:
+        before = self.cycle
+        super().handle_events()
+        if self.cycle is not before and self.cycle is not None:  # a request came in
+            wire.attach(self.cycle)  # its task starts on the loop's next turn, after this
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -26,7 +26,6 @@ import bisect
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
@@ -37,6 +36,11 @@ from outspool.errors import OutspoolError
 from outspool.follow import Follower, Gap
 from outspool.models import Chunk, Execution, Stream
 from outspool.pieces import Piece
+from outspool.web.fanout import Fanout, Member
+from outspool.web.sse import RETRY, Events, FeedError, Item, output_events, step_of
+from outspool.web.wire import Wire
+
+__all__ = ["BATCH", "KEEPALIVE", "FeedError", "Hub", "Item", "Waiter"]
 
 BATCH = 4  # chunks read per step by one connection (each at most max_chunk_size)
 _WAIT = 1.0  # seconds a waiter waits for a poke before reading anyway (and noticing it is unused)
@@ -46,16 +50,6 @@ ENCODED_BYTES = 4 << 20  # encoded events the hub keeps for connections sending 
 ENCODED_PIECE = 64 << 10  # ... each of a piece of at most this many bytes
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class FeedError:
-    """The store failed while following; the follower ends after reporting it."""
-
-    message: str
-
-
-Item = Piece | Execution | FeedError | None
 
 
 class Waiter:
@@ -78,6 +72,7 @@ class Waiter:
         self.window_bytes = 0
         self.record: Execution | None = None  # as the reader last read it, before its chunks
         self.ended = False  # the reader has read the last chunk of a finished execution
+        self.fanout = Fanout()  # the connections that caught up, written to directly
 
     def subscribe(self) -> None:
         """Have the store poke this waiter whenever the execution may have changed (its one
@@ -91,6 +86,7 @@ class Waiter:
         self.unsubscribe = self.hub.spool.store.subscribe(self.execution_id, poke)
 
     async def run(self) -> None:
+        clock = asyncio.get_running_loop().time
         try:
             while self.users:
                 with contextlib.suppress(TimeoutError):
@@ -100,9 +96,12 @@ class Waiter:
                     await self._refresh()
                 except OutspoolError:  # the store is away: followers meet it on their reads
                     self.reader = None
+                    self.fanout.release()
                     await asyncio.sleep(_WAIT)
+                self.fanout.keepalive(clock(), KEEPALIVE)
                 self.wake()
         finally:
+            self.fanout.release()
             if self.unsubscribe is not None:
                 self.unsubscribe()
             self.hub.forget(self)
@@ -121,6 +120,16 @@ class Waiter:
             self.window_bytes = 0
             self.record = follower.execution
             self.ended = follower.done
+
+    def fan_in(self, follower: Follower, shown: Execution, member: Member) -> bool:
+        """Have the fan-out write to ``member`` from now on, if ``follower`` (where it
+        stands, with ``shown`` its last record) has caught up with the reader."""
+        reader = self.reader
+        if not self.users or reader is None or self.ended or follower.holding:
+            return False
+        if follower.after != reader.after:
+            return False
+        return self.fanout.join(follower, shown, member, KEEPALIVE)
 
     def serve(self, follower: Follower) -> list[tuple[Stream, bytes | Gap]] | None:
         """``follower``'s next pieces from the window (at most :data:`BATCH` chunks), or
@@ -146,6 +155,9 @@ class Waiter:
             self.record, self.ended = reader.execution, reader.done
             for chunk in chunks:
                 self._keep(chunk)
+            if self.record is not None:  # the fan-out stays where the reader is
+                now = asyncio.get_running_loop().time()
+                self.fanout.advance(chunks, self.record, self.ended, now, KEEPALIVE)
             if not reader.behind:
                 return
 
@@ -230,15 +242,36 @@ class Hub:
             for item in step:
                 yield item
 
-    async def steps(self, execution: Execution, offset: int) -> AsyncIterator[list[Item]]:
+    async def events(
+        self, execution: Execution, offset: int, wire: Wire | None = None
+    ) -> AsyncIterator[bytes]:
+        """The server-sent events of :meth:`steps`, a write per step. With the ``wire`` of
+        the connection they go out on, the stream joins its waiter's fan-out whenever it
+        has caught up (:mod:`outspool.web.fanout`), which then writes to the wire directly
+        what all its members send, until the stream falls behind or ends."""
+
+        def encoded(piece: Piece) -> bytes:
+            return self.encoded(execution.id, piece, output_events)
+
+        events = Events(encoded)
+        yield RETRY
+        async for step in self.steps(execution, offset, None if wire is None else (wire, events)):
+            payload = events.encode(step)
+            if payload:
+                yield payload
+
+    async def steps(
+        self, execution: Execution, offset: int, direct: tuple[Wire, Events] | None = None
+    ) -> AsyncIterator[list[Item]]:
         """The items of :meth:`follow`, as lists of those found at once (after one wake-up
-        or read), so a connection that fell behind sends them in one write, not one each."""
+        or read), so a connection that fell behind sends them in one write, not one each.
+        ``direct``: the wire and the events of the connection (see :meth:`events`)."""
         if not execution.status.finished:
             yield [execution]
         try:
             follower = await self.in_thread(self._follower, execution.id, offset)
             async with self.watching(follower) as waiter:
-                async for step in self._steps(follower, waiter, execution):
+                async for step in self._steps(follower, waiter, execution, direct):
                     yield step
         except OutspoolError as exc:
             yield [FeedError(str(exc))]
@@ -247,10 +280,14 @@ class Hub:
         return self.spool.follow(execution_id, None, offset, batch=BATCH)
 
     async def _steps(
-        self, follower: Follower, waiter: Waiter, shown: Execution
+        self,
+        follower: Follower,
+        waiter: Waiter,
+        shown: Execution,
+        direct: tuple[Wire, Events] | None,
     ) -> AsyncIterator[list[Item]]:
-        clock = asyncio.get_running_loop().time
-        quiet_since = clock()
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
         while True:
             changed = waiter.changed  # taken before reading: a later commit wakes it
             start = follower.offset
@@ -259,28 +296,28 @@ class Hub:
                 found = await self.in_thread(follower.read)
                 if not found:  # it has read all that is stored
                     waiter.join(follower)
-            step: list[Item] = []
-            for stream, data in found:
-                if isinstance(data, Gap):  # bytes not kept: say where, move past them
-                    step.append(Piece(start, stream, b"", data.size))
-                    start += data.size
-                    continue
-                step.append(Piece(start, stream, data))
-                start += len(data)
-            record = follower.execution  # ended only once all output was read (Follower)
-            # (the window hands every connection the same record: most often no comparison)
-            if record is not None and (follower.done or (record is not shown and record != shown)):
-                step.append(record)
-                shown = record
+            step, shown = step_of(found, start, follower, shown)
             if step:
                 yield step
-                quiet_since = clock()
+                quiet_since = loop.time()
             if follower.done:
                 return
-            if not found:
-                # No timer per wait (one per connection and wake-up cost 6 of the ~50 µs
-                # an event costs): the waiter wakes its followers at least every _WAIT s.
-                await changed.wait()
-                if clock() - quiet_since >= KEEPALIVE:
-                    yield [None]
-                    quiet_since = clock()
+            if found:
+                continue
+            if direct is not None:
+                member = Member(*direct, quiet_since, loop.create_future())
+                if waiter.fan_in(follower, shown, member):
+                    try:  # the fan-out writes for it until it leaves
+                        follower, shown = await member.left
+                    finally:
+                        waiter.fanout.discard(member)
+                    quiet_since = member.quiet_since
+                    if follower.done:
+                        return
+                    continue
+            # No timer per wait (one per connection and wake-up cost 6 of the ~50 µs
+            # an event costs): the waiter wakes its followers at least every _WAIT s.
+            await changed.wait()
+            if loop.time() - quiet_since >= KEEPALIVE:
+                yield [None]
+                quiet_since = loop.time()
