@@ -16,7 +16,11 @@ connection following it. A connection that has caught up takes its next pieces
 from that window; one further behind (a late joiner, a slow client) reads the
 store on its own until it catches up. So 500 watchers of one execution cost one
 read per commit, not 500, and a commit to one of 100 followed executions wakes
-that one's waiter only. Offsets are byte positions in the merged (``all``) stream.
+that one's waiter only. A connection that has caught up and was given its socket's
+:class:`~outspool.web.wire.Wire` waits in its waiter's :class:`~outspool.web.fanout.Fanout`
+instead, which writes each read's events to all such connections at once, with no task
+woken per connection (:meth:`Hub.events`). Offsets are byte positions in the merged
+(``all``) stream.
 """
 
 from __future__ import annotations
