@@ -69,8 +69,10 @@ class Warm:
         group = Cgroup.create(f"outspool-warm-{uuid.uuid4().hex}", probe, set_limits=False)
         wrapped = box.wrap(["/bin/sh", "-s"])
         read_end, write_end = os.pipe()
+        joins = group.thread_joins(probe) if group is not None else ()  # no sh on cgroup v1
         setup = ChildSetup(
-            cgroup_procs=group.procs_files() if group is not None else (),
+            cgroup_procs=group.procs_files() if group is not None and not joins else (),
+            thread_joins=joins,
             user=sandbox_user(),
             die_with_parent=False,
         )
