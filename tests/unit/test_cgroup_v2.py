@@ -54,3 +54,17 @@ def test_v2_is_not_used_without_both_controllers_delegated(cgroup2: Path) -> Non
     limits._parents.cache_clear()
     assert limits._parents()[0] is None
     assert not os.path.exists(cgroup2 / "outspool-e2")
+
+
+def test_v2_nests_a_workers_executions_in_its_own_cgroup(cgroup2: Path) -> None:
+    """The worker's cgroup (watched by ``watchdog.py``) delegates both controllers to the
+    executions' cgroups made in it; a job there is not joined by a thread (v2 moves whole
+    processes only)."""
+    parents = limits.nest("outspool-worker-1")
+    worker = cgroup2 / "outspool-worker-1"
+    assert parents == (str(worker), None, None)
+    assert (worker / "cgroup.subtree_control").read_text() == "+memory +pids"
+    group = Cgroup.create("outspool-e3", Limits(processes=16), under=parents)
+    assert group is not None
+    assert (worker / "outspool-e3" / "pids.max").read_text() == "16"
+    assert group.thread_joins(Limits(processes=16)) == ()
