@@ -224,3 +224,27 @@ def test_a_quiet_member_gets_its_keepalive_from_the_fanout(
         received += read_all(sock)
     assert quiet >= 0.15  # not at a wake-up (every 0.02 s): after about KEEPALIVE
     assert output_of(parsed(received)) == spool.read(handle.id)
+
+
+def test_without_a_wire_every_stream_sends_through_asgi(
+    spool: Outspool, handles: list[Running], gated: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A uvicorn whose cycle lacks what a wire reads gives no wire: followers still get every
+    byte, each through its own task, and none joins a fan-out."""
+    monkeypatch.setattr(wire, "_CYCLE", (*wire._CYCLE, "not_in_this_uvicorn"))
+    handle = handles[-1]
+    app = create_app(spool)
+    hub: Hub = app.app.state.hub
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        path = f"/api/executions/{handle.id}/events"
+        with client.stream("GET", path) as response:
+            stream = events(response)
+            seen = [next(stream)]
+            while b"line 0" not in output_of(seen):
+                seen.append(next(stream))
+            waiter = wait_until(lambda: hub.waiters.get(handle.id), message="a waiter")
+            wait_until(lambda: waiter.reader is not None, message="caught up")
+            assert members(hub, handle.id) == 0  # with a wire, it joins as it catches up
+            gated.open_all()
+            seen += list(stream)
+    assert output_of(seen) == spool.read(handle.id)

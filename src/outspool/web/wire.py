@@ -62,9 +62,16 @@ class Wire:
         self._transport.write(framed if self.chunked else data)
 
 
+#: What a wire reads of uvicorn's h11 cycle (not a public API: a uvicorn without them
+#: gives no wire, and every stream sends through ASGI).
+_CYCLE = ("scope", "transport", "conn", "response_started", "response_complete", "disconnected")
+
+
 def attach(cycle: Any) -> None:
     """Give the request of uvicorn's ``cycle`` its wire (before the app sees the scope)."""
-    if cycle.scope.get("method") == "GET":
+    if not all(hasattr(cycle, name) for name in _CYCLE):
+        return
+    if cycle.scope.get("method") == "GET" and hasattr(cycle.conn, "their_http_version"):
         cycle.scope.setdefault("extensions", {})[EXTENSION] = {"wire": Wire(cycle)}
 
 
