@@ -92,8 +92,9 @@ class Fanout:
             start = follower.offset
             found = follower.take(part, record, ended and done == len(chunks))
             step, self.shown = step_of(found, start, follower, self.shown)
-            if step:
-                self._send(self.events.encode(step), now, keepalive)
+            payload = self.events.encode(step) if step else b""
+            if payload:  # (an empty write would be a chunked body's last chunk: its end)
+                self._send(payload, now, keepalive)
             if follower.done:
                 self.release()
             if done == len(chunks):
