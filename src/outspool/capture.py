@@ -28,9 +28,12 @@ exited is not drain time (output was waiting).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
+import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +48,16 @@ from outspool.writer import Sink
 
 _SMALL_READ = 4096  # a read smaller than this means the program writes in small pieces
 _NO_PIDFD_POLL = 0.05  # without a pidfd, look at the process this often
+
+
+def _queued(fd: int) -> int:
+    """Bytes waiting to be read from pipe or terminal ``fd`` (0 if it cannot say)."""
+    queued = bytearray(4)
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, queued)
+    except OSError:
+        return 0
+    return int.from_bytes(queued, sys.byteorder)
 
 
 def _nothing() -> None:
@@ -211,6 +224,7 @@ class Capture:
             self._exited_at is not None
             and self._held is None
             and (not self.child.fds or now >= self._exited_at + self._drain_grace)
+            and self._read_what_is_left()
         ):
             self._finish()  # done; past the grace a grandchild holds the pipes: stop waiting
             return
@@ -221,6 +235,33 @@ class Capture:
             self._check(now)  # reading again: perhaps already done
             return
         self._loop.schedule(self, self._next_wakeup(now))
+
+    def _read_what_is_left(self) -> bool:
+        """Past the grace: read what the pipes hold at this moment, which the program wrote
+        before it exited but a busy loop has not read yet (the grace bounds how long a
+        grandchild may hold the pipes, not how long the loop may take). Bounded: only the
+        bytes queued now, not what a grandchild adds meanwhile. False if the store or the
+        echo holds the capture up first (it ends once they let go and this has run)."""
+        for fd in list(self.child.fds):
+            stream = self.child.fds[fd]
+            left = _queued(fd)
+            while left > 0:
+                room = self.sink.try_reserve(min(left, self._read_size), self._room)
+                if not room:
+                    self._hold("room", time.monotonic())
+                    return False
+                try:
+                    data = os.read(fd, room)
+                except OSError:  # EAGAIN (taken meanwhile), or EIO: nothing more here
+                    data = b""
+                if not data:
+                    self.sink.release(room)
+                    break
+                left -= len(data)
+                self._deliver(stream, data, room)
+                if self._held is not None:  # the echo's reader is behind
+                    return False
+        return True
 
     def _finish(self) -> None:
         if self._finished:

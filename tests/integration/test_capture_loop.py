@@ -10,7 +10,7 @@ import threading
 from functools import partial
 from pathlib import Path
 
-from outspool import Outspool, Running, Status, Stream
+from outspool import Outspool, Running, Settings, Status, Stream
 from tests.conftest import SpawnCli
 from tests.faults.test_blocked_waits import echo_is_full, execution_of
 from tests.helpers import cli_env, wait_until
@@ -110,3 +110,30 @@ def test_an_echo_held_up_by_its_reader_goes_on_whole(db_path: Path, spawn_cli: S
     assert echoed == expected
     with Outspool(str(db_path)) as spool:
         assert spool.read(execution_id) == expected
+
+
+#: Writes argv[1] bytes to stdout and argv[2] to stderr in one go each (the pipes, enlarged
+#: to 1 MiB, take them all) and exits at once, before the capture can have read them.
+BURST = """
+import os, sys
+for fd, n, byte in ((1, int(sys.argv[1]), b"o"), (2, int(sys.argv[2]), b"e")):
+    view = memoryview(byte * n)
+    while view:
+        view = view[os.write(fd, view):]
+"""
+
+
+def test_output_still_in_the_pipes_when_the_drain_grace_ends_is_stored(db_path: Path) -> None:
+    # drain_grace=0: the capture ends as soon as it sees the exit, the pipes' unread bytes
+    # included; before, they were dropped (the loop had read 64 KiB of each, and a busy loop
+    # under load did the same with the default grace)
+    settings = Settings.load(drain_grace=0, kill_grace=0.5, sandbox="none")
+    sizes = [(700_000 + k, 300_000 - k) for k in range(8)]
+    with Outspool(str(db_path), settings) as spool:
+        started = [spool.start([sys.executable, "-c", BURST, str(o), str(e)]) for o, e in sizes]
+        for handle, (out, err) in zip(started, sizes, strict=True):
+            ended = handle.wait(120)
+            assert ended.status is Status.SUCCEEDED, ended.reason
+            assert (ended.stdout_size, ended.stderr_size) == (out, err)
+            assert spool.read(handle.id, Stream.STDOUT) == b"o" * out
+            assert spool.read(handle.id, Stream.STDERR) == b"e" * err
