@@ -73,7 +73,7 @@ class Isolation:
         group = None
         if self.cgroup:
             under = self.watchdog.parents if self.watchdog is not None else None
-            group = Cgroup.create(f"outspool-{execution_id}", self.limits, under=under)
+            group = Cgroup.create(f"{lim.GROUP_PREFIX}{execution_id}", self.limits, under=under)
         program_env = {**env, **self.secrets}
         fds: tuple[int, ...] = ()
         inside = None

@@ -231,6 +231,35 @@ def _thread_home() -> str | None:
     return home if os.access(home, os.W_OK) else None
 
 
+#: The name of an execution's cgroup is this prefix and its ID.
+GROUP_PREFIX = "outspool-"
+
+
+def left_behind() -> dict[str, Cgroup]:
+    """Executions' cgroups in this process's parents, by execution ID: what a capturing
+    process left when it was killed before its end, or when a killed program was not yet
+    reaped by the kernel after its last try (a worker's are nested, and emptied by its
+    watchdog)."""
+    found: dict[str, Cgroup] = {}
+    v2, memory, pids = _parents()
+    for parent in (v2, memory, pids):
+        if parent is None:
+            continue
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            execution_id = name.removeprefix(GROUP_PREFIX)
+            if name == execution_id or not execution_id.isalnum() or execution_id in found:
+                continue  # not an execution's (a worker's nest is outspool-worker-PID-...)
+            knobs = _knobs(name, Limits(memory=1), (v2, memory, pids))
+            if knobs is not None:
+                kept = [k for k in knobs if os.path.isdir(k.directory)]
+                found[execution_id] = Cgroup(kept)
+    return found
+
+
 def nest(name: str) -> Parents | None:
     """Make a cgroup ``name`` in each of this process's parents, to hold executions'
     cgroups (a worker's, watched by ``watchdog.py``); None where it cannot."""

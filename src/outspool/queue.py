@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+from outspool import limits as lim
 from outspool.errors import InvalidStateError, NotFoundError
 from outspool.heartbeat import end_lost
 from outspool.jobs import Job, new_id
@@ -59,7 +60,27 @@ def recover(store: Store, settings: Settings) -> list[str]:
     whoever marked it lost)."""
     ended = mark_lost(store, settings)
     kill_orphans(store)
+    remove_cgroups(store)
     return ended
+
+
+def remove_cgroups(store: Store) -> int:
+    """Empty and remove the cgroups left on this host by executions of ``store`` that
+    have ended, or are ``lost`` with their capturing process gone; how many."""
+    removed = 0
+    for execution_id, group in lim.left_behind().items():
+        try:
+            ex = store.get(execution_id)
+        except NotFoundError:  # another store's execution
+            continue
+        if ex.status in (Status.QUEUED, Status.RUNNING, Status.DAMAGED):
+            continue  # running, or not known to have ended
+        if ex.status is Status.LOST and not _capturer_gone(store, ex):
+            continue
+        group.kill_all()
+        group.remove()
+        removed += 1
+    return removed
 
 
 def kill_orphans(store: Store) -> int:

@@ -25,6 +25,7 @@ import pytest
 
 from outspool import Outspool, Status
 from outspool.isolation import EXECUTION_ENV
+from outspool.limits import left_behind
 from outspool.models import Stream
 from tests.conftest import RunCli, SpawnCli
 from tests.helpers import alive, wait_until
@@ -147,6 +148,14 @@ def check_after_kill(
     wait_until(
         lambda: not alive(program) and not alive(grandchild) and not left_of(execution_id),
         message="no process of the execution to be left",
+    )
+    # nor its cgroup (a worker's are nested in the worker's, emptied by its watchdog)
+    wait_until(
+        lambda: (
+            run_cli("recover", "--db", db_url, env=IMPATIENT).rc == 0
+            and execution_id not in left_behind()
+        ),
+        message="recover to remove the execution's cgroup",
     )
     stdout = b"".join(spool.iter_output(execution_id, Stream.STDOUT))  # checksums verified
     stderr = b"".join(spool.iter_output(execution_id, Stream.STDERR))
