@@ -253,6 +253,7 @@ def left_behind() -> dict[str, Cgroup]:
             execution_id = name.removeprefix(GROUP_PREFIX)
             if name == execution_id or not execution_id.isalnum() or execution_id in found:
                 continue  # not an execution's (a worker's nest is outspool-worker-PID-...)
+            # a memory limit names every controller's directory; those that exist are kept
             knobs = _knobs(name, Limits(memory=1), (v2, memory, pids))
             if knobs is not None:
                 kept = [k for k in knobs if os.path.isdir(k.directory)]
